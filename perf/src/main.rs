@@ -32,27 +32,38 @@ fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// Median of per-round nanoseconds per packet, for a closure that processes
-/// one burst per call.
-fn measure(rounds: usize, round_time: Duration, mut burst: impl FnMut()) -> f64 {
-    // Warm-up.
-    for _ in 0..64 {
-        burst();
-    }
-    let mut per_pkt = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+/// Nanoseconds per packet of `a` and `b` (each processes one burst per
+/// call), measured in alternating rounds so both see the same machine
+/// conditions; the median round of each.
+fn measure_pair(
+    rounds: usize,
+    round_time: Duration,
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+) -> (f64, f64) {
+    fn round(f: &mut impl FnMut(), t: Duration) -> f64 {
         let start = Instant::now();
         let mut n = 0u64;
-        while start.elapsed() < round_time {
+        while start.elapsed() < t {
             for _ in 0..16 {
-                burst();
+                f();
             }
             n += 16;
         }
-        per_pkt.push(start.elapsed().as_nanos() as f64 / (n as f64 * BURST as f64));
+        start.elapsed().as_nanos() as f64 / (n as f64 * BURST as f64)
     }
-    per_pkt.sort_by(f64::total_cmp);
-    per_pkt[per_pkt.len() / 2]
+    for _ in 0..64 {
+        a();
+        b();
+    }
+    let (mut ra, mut rb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        ra.push(round(&mut a, round_time));
+        rb.push(round(&mut b, round_time));
+    }
+    ra.sort_by(f64::total_cmp);
+    rb.sort_by(f64::total_cmp);
+    (ra[ra.len() / 2], rb[rb.len() / 2])
 }
 
 fn inner_packet(size: usize, buf: &mut [u8]) {
@@ -145,40 +156,47 @@ fn bench_one(backend: Backend, alg: Algorithm, size: usize, rounds: usize, round
     let hdr: [u8; 20] = bufs[0][BUF_HEADROOM..BUF_HEADROOM + 20]
         .try_into()
         .unwrap_or([0; 20]);
-    let encap_ns = measure(rounds, round_time, || {
-        let mut items: [Option<EncapItem<'_>>; BURST] = Default::default();
-        for (slot, b) in items.iter_mut().zip(bufs.iter_mut()) {
-            b[BUF_HEADROOM..BUF_HEADROOM + 20].copy_from_slice(&hdr);
-            *slot = Some(EncapItem::new(
-                &out,
-                &seq,
-                PacketBuf::new(b, BUF_HEADROOM, size),
-            ));
-        }
-        let mut items = items.map(|i| i.unwrap_or_else(|| panic_free_exit("burst")));
-        black_box(encap_burst(&mut items));
-    });
     let mut roof_bufs = vec![[0u8; BUF]; BURST];
     let mut iv_ctr = 0u64;
     let cipher = out.cipher();
-    let seal_ns = measure(rounds, round_time, || {
-        for b in roof_bufs.iter_mut() {
-            iv_ctr += 1;
-            let ivb = iv_ctr.to_be_bytes();
-            let data = &mut b[..enc_len];
-            if alg.is_aead() {
-                black_box(cipher.seal(&ivb, &[0u8; 12], data));
-            } else {
-                let iv = [0x5au8; 16];
-                cipher.cbc_encrypt(&iv, data);
-                black_box(cipher.mac(&[&[0u8; 8], &iv, data]));
+    let (encap_ns, seal_ns) = measure_pair(
+        rounds,
+        round_time,
+        || {
+            let mut items: [Option<EncapItem<'_>>; BURST] = Default::default();
+            for (slot, b) in items.iter_mut().zip(bufs.iter_mut()) {
+                b[BUF_HEADROOM..BUF_HEADROOM + 20].copy_from_slice(&hdr);
+                *slot = Some(EncapItem::new(
+                    &out,
+                    &seq,
+                    PacketBuf::new(b, BUF_HEADROOM, size),
+                ));
             }
-        }
-    });
+            let mut items = items.map(|i| i.unwrap_or_else(|| panic_free_exit("burst")));
+            black_box(encap_burst(&mut items));
+        },
+        || {
+            for b in roof_bufs.iter_mut() {
+                iv_ctr += 1;
+                let ivb = iv_ctr.to_be_bytes();
+                // Same buffer position as the engine's payload.
+                let data = &mut b[BUF_HEADROOM..BUF_HEADROOM + enc_len];
+                if alg.is_aead() {
+                    black_box(cipher.seal(&ivb, &[0u8; 12], data));
+                } else {
+                    let iv = [0x5au8; 16];
+                    cipher.cbc_encrypt(&iv, data);
+                    black_box(cipher.mac(&[&[0u8; 8], &iv, data]));
+                }
+            }
+        },
+    );
     report(backend, alg, "encap", size, encap_ns, seal_ns);
 
     // --- decap and its roof (copy from the pool + raw open of the same bytes) ---
-    const POOL: usize = 64; // bursts of distinct sequence numbers
+    // Bursts of distinct sequence numbers; small enough (128 packets) for the
+    // pool to stay in L2 like the roof's.
+    const POOL: usize = 4;
     let seq_pool = AtomicU64::new(0);
     let mut pool: Vec<(Vec<u8>, usize)> = Vec::with_capacity(POOL * BURST);
     for _ in 0..POOL * BURST {
@@ -194,8 +212,8 @@ fn bench_one(backend: Backend, alg: Algorithm, size: usize, rounds: usize, round
         pool.push((b[h..h + l].to_vec(), l));
     }
     // Pool packets for the roof: (ciphertext, tag) sealed with the raw API.
-    let mut roof_pool: Vec<(Vec<u8>, [u8; ICV_LEN], [u8; 8])> = Vec::with_capacity(POOL);
-    for i in 0..POOL {
+    let mut roof_pool: Vec<(Vec<u8>, [u8; ICV_LEN], [u8; 8])> = Vec::with_capacity(POOL * BURST);
+    for i in 0..POOL * BURST {
         let mut data = vec![7u8; enc_len];
         let ivb = (i as u64 + 1).to_be_bytes();
         let tag = if alg.is_aead() {
@@ -211,40 +229,48 @@ fn bench_one(backend: Backend, alg: Algorithm, size: usize, rounds: usize, round
     let mut next = 0usize;
     let mut dbufs = vec![[0u8; BUF]; BURST];
     let mut failures = 0u64;
-    let decap_ns = measure(rounds, round_time, || {
-        if next == POOL {
-            next = 0;
-            window.reset(4096);
-        }
-        let base = next * BURST;
-        next += 1;
-        let mut items: [Option<DecapItem<'_>>; BURST] = Default::default();
-        for (k, (slot, b)) in items.iter_mut().zip(dbufs.iter_mut()).enumerate() {
-            let (pkt, l) = &pool[base + k];
-            b[64..64 + l].copy_from_slice(pkt);
-            *slot = Some(DecapItem::new(&inb, &window, PacketBuf::new(b, 64, *l)));
-        }
-        let mut items = items.map(|i| i.unwrap_or_else(|| panic_free_exit("burst")));
-        let st = decap_burst(&mut items);
-        failures += st.dropped();
-        black_box(st);
-    });
     let mut rnext = 0usize;
-    let open_ns = measure(rounds, round_time, || {
-        for b in dbufs.iter_mut() {
-            let (data, tag, ivb) = &roof_pool[rnext % POOL];
-            rnext += 1;
-            b[64..64 + data.len()].copy_from_slice(data);
-            let d = &mut b[64..64 + data.len()];
-            if alg.is_aead() {
-                black_box(cipher.open(ivb, &[0u8; 12], d, tag).is_ok());
-            } else {
-                let iv = [0x5au8; 16];
-                black_box(cipher.verify_mac(&[&[0u8; 8], &iv, d], tag).is_ok());
-                cipher.cbc_decrypt(&iv, d);
+    let mut rbufs = vec![[0u8; BUF]; BURST];
+    let (decap_ns, open_ns) = measure_pair(
+        rounds,
+        round_time,
+        || {
+            if next == POOL {
+                next = 0;
+                window.reset(4096);
             }
-        }
-    });
+            let base = next * BURST;
+            next += 1;
+            let mut items: [Option<DecapItem<'_>>; BURST] = Default::default();
+            for (k, (slot, b)) in items.iter_mut().zip(dbufs.iter_mut()).enumerate() {
+                let (pkt, l) = &pool[base + k];
+                b[64..64 + l].copy_from_slice(pkt);
+                *slot = Some(DecapItem::new(&inb, &window, PacketBuf::new(b, 64, *l)));
+            }
+            let mut items = items.map(|i| i.unwrap_or_else(|| panic_free_exit("burst")));
+            let st = decap_burst(&mut items);
+            failures += st.dropped();
+            black_box(st);
+        },
+        || {
+            for b in rbufs.iter_mut() {
+                let (data, tag, ivb) = &roof_pool[rnext % (POOL * BURST)];
+                rnext += 1;
+                // Same position as the ciphertext in the engine's buffers:
+                // after outer IPv4, UDP, ESP header and IV.
+                let at = 64 + 20 + 8 + 8 + alg.iv_len();
+                b[at..at + data.len()].copy_from_slice(data);
+                let d = &mut b[at..at + data.len()];
+                if alg.is_aead() {
+                    black_box(cipher.open(ivb, &[0u8; 12], d, tag).is_ok());
+                } else {
+                    let iv = [0x5au8; 16];
+                    black_box(cipher.verify_mac(&[&[0u8; 8], &iv, d], tag).is_ok());
+                    cipher.cbc_decrypt(&iv, d);
+                }
+            }
+        },
+    );
     if failures != 0 {
         eprintln!("sluice-perf: {failures} decap failures in the benchmark (bug)");
     }

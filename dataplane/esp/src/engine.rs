@@ -377,14 +377,13 @@ pub fn encap_burst(items: &mut [EncapItem<'_>]) -> BurstStats {
     for it in items.iter_mut() {
         it.result = encap_prepare(it);
     }
-    for it in items.iter_mut() {
-        if it.result.is_ok() {
-            encap_crypto(it);
-        }
-    }
+    // Crypto and headers per packet: a burst of 1500-byte packets does not
+    // fit in L1, so finishing a packet right after its crypto keeps its
+    // lines hot instead of fetching them again in a third pass.
     let mut stats = BurstStats::default();
     for it in items.iter_mut() {
         if it.result.is_ok() {
+            encap_crypto(it);
             encap_finish(it);
         }
         stats.count(it.result);
@@ -553,15 +552,12 @@ pub fn decap_burst(items: &mut [DecapItem<'_>]) -> BurstStats {
     for it in items.iter_mut() {
         it.result = decap_prepare(it);
     }
-    for it in items.iter_mut() {
-        if it.result.is_ok() {
-            it.result = decap_crypto(it);
-        }
-    }
+    // As in encap_burst: crypto and the checks after it per packet, while
+    // the packet is in L1.
     let mut stats = BurstStats::default();
     for it in items.iter_mut() {
         if it.result.is_ok() {
-            it.result = decap_finish(it);
+            it.result = decap_crypto(it).and_then(|_| decap_finish(it));
         }
         stats.count(it.result);
     }

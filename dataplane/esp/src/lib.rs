@@ -50,8 +50,11 @@
 //!
 //! # Batches
 //! [`encap_burst`] and [`decap_burst`] process any number of packets of any
-//! mix of SAs in three passes (prepare headers and check; crypto; finish),
-//! with no allocation, lock or system call; per-burst counts are returned in
+//! mix of SAs in two passes: first every packet is checked and prepared
+//! (headers parsed or written, sequence numbers taken, replay checked), then
+//! each survivor gets its crypto and is finished at once, while its cache
+//! lines are still in L1 (a burst of 1500-byte packets does not fit there).
+//! No allocation, lock or system call; per-burst counts are returned in
 //! [`BurstStats`] for the caller to fold into its shared counters once per
 //! burst.
 //!

@@ -28,9 +28,11 @@
 //! # Shared memory
 //! The type is `#[repr(C)]` and made only of atomics, so it can live in the
 //! shared-memory SA table and be used through `&ReplayWindow` by the worker
-//! that owns the SA (one updater at a time: the owner worker). Readers on other
-//! cores may call `check` concurrently; they see either the old or the new
-//! state of each word, never a torn one.
+//! that owns the SA. [`ReplayWindow::update`] must have one caller at a time
+//! (the owner worker; the data plane hands an SA's inbound packets to it):
+//! it uses plain loads and stores, not locked read-modify-writes, to stay
+//! cheap per packet. Other cores may call `check` concurrently; they see
+//! either the old or the new state of each word, never a torn one.
 //!
 //! # Extended sequence numbers
 //! With ESN (RFC 4303 §2.2.1) only the low 32 bits travel in the packet;
@@ -220,8 +222,11 @@ impl ReplayWindow {
                 self.bits[idx].store(0, Ordering::Relaxed);
             }
             let (word, bit) = Self::position(seq);
-            // The word of `seq` was just cleared (or is top's own word).
-            self.bits[word].fetch_or(bit, Ordering::Release);
+            // The word of `seq` was just cleared (or is top's own word). One
+            // updater at a time (the owner worker): load and store suffice,
+            // no locked read-modify-write on the per-packet path.
+            let w = self.bits[word].load(Ordering::Relaxed);
+            self.bits[word].store(w | bit, Ordering::Release);
             self.top.store(seq, Ordering::Release);
             return Ok(());
         }
@@ -229,10 +234,11 @@ impl ReplayWindow {
             return Err(ReplayError::Stale);
         }
         let (word, bit) = Self::position(seq);
-        let prev = self.bits[word].fetch_or(bit, Ordering::AcqRel);
+        let prev = self.bits[word].load(Ordering::Relaxed);
         if window != 0 && prev & bit != 0 {
             return Err(ReplayError::Duplicate);
         }
+        self.bits[word].store(prev | bit, Ordering::Release);
         Ok(())
     }
 
