@@ -86,6 +86,20 @@ fn rfc4868_hmac_sha256_128() {
     assert!(c.verify_mac(&[b"Hi There"], &bad).is_err());
 }
 
+/// RFC 4868 §2.7.2.1 test case AUTH256-2 ("Jefe" repeated to 32 bytes).
+#[test]
+fn rfc4868_hmac_sha256_128_case2() {
+    let c = Cipher::new(
+        Algorithm::AesCbc256HmacSha256,
+        Backend::Ring,
+        &[0u8; 32],
+        b"JefeJefeJefeJefeJefeJefeJefeJefe",
+    )
+    .unwrap();
+    let icv = c.mac(&[b"what do ya want for nothing?"]);
+    assert_eq!(icv[..], h("167f928588c5cc2eef8e3093caa0e87c")[..]);
+}
+
 /// RFC 3602 §4 case #1: AES-128-CBC, one block.
 #[test]
 fn rfc3602_aes_cbc_case1() {
