@@ -29,7 +29,7 @@ perf/run esp "${1:-}" | tee "$tmp/esp.jsonl"
 python3 - "$tmp/esp.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
-print(f"\n{'backend':<11}{'alg':<22}{'op':<7}{'size':>6}{'Gb/s':>8}{'Mpps':>8}{'roof Gb/s':>11}{'ratio':>7}")
+print(f"\n{'backend':<11}{'alg':<25}{'op':<7}{'size':>6}{'Gb/s':>8}{'Mpps':>8}{'roof Gb/s':>11}{'ratio':>7}")
 for r in rows:
-    print(f"{r['backend']:<11}{r['alg']:<22}{r['op']:<7}{r['size']:>6}{r['gbps']:>8.2f}{r['mpps']:>8.2f}{r['roof_gbps']:>11.2f}{r['ratio']:>7.2f}")
+    print(f"{r['backend']:<11}{r['alg']:<25}{r['op']:<7}{r['size']:>6}{r['gbps']:>8.2f}{r['mpps']:>8.2f}{r['roof_gbps']:>11.2f}{r['ratio']:>7.2f}")
 PY
