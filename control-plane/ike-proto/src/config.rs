@@ -1,0 +1,264 @@
+//! What an IKE SA is configured with.
+
+use ike_crypto::ke::DhGroup;
+use ike_crypto::prf::Prf;
+use ike_crypto::sk::Suite;
+use ike_wire::{IdType, TrafficSelector, TsType};
+use std::net::IpAddr;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// An IKE identity (RFC 7296 §3.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// ID_FQDN.
+    Fqdn(String),
+    /// ID_RFC822_ADDR.
+    Email(String),
+    /// ID_IPV4_ADDR / ID_IPV6_ADDR.
+    Addr(IpAddr),
+    /// ID_DER_ASN1_DN (DER bytes).
+    Dn(Vec<u8>),
+}
+
+impl Identity {
+    /// Type and data for the ID payload.
+    pub fn encode(&self) -> (IdType, Vec<u8>) {
+        match self {
+            Identity::Fqdn(s) => (IdType::FQDN, s.as_bytes().to_vec()),
+            Identity::Email(s) => (IdType::RFC822_ADDR, s.as_bytes().to_vec()),
+            Identity::Addr(IpAddr::V4(a)) => (IdType::IPV4_ADDR, a.octets().to_vec()),
+            Identity::Addr(IpAddr::V6(a)) => (IdType::IPV6_ADDR, a.octets().to_vec()),
+            Identity::Dn(d) => (IdType::DER_ASN1_DN, d.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Fqdn(s) | Identity::Email(s) => f.write_str(s),
+            Identity::Addr(a) => write!(f, "{a}"),
+            Identity::Dn(d) => write!(f, "DN({} bytes)", d.len()),
+        }
+    }
+}
+
+/// One IKE proposal: encryption (+ integrity), PRF, DH groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeProposal {
+    /// SK payload protection.
+    pub suite: Suite,
+    /// PRF.
+    pub prf: Prf,
+    /// Acceptable key exchange groups, preferred first: all are offered,
+    /// the first is guessed in the initiator's KE payload, and a responder
+    /// picks the first of its own that the initiator offers.
+    pub groups: Vec<DhGroup>,
+}
+
+/// The ESP transform of a CHILD SA (AES-GCM-16 only, for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EspProposal {
+    /// AES key bits: 128 or 256.
+    pub aes_gcm_bits: u16,
+}
+
+impl EspProposal {
+    /// KEYMAT bytes per direction (key + 4-byte salt).
+    pub fn encr_len(self) -> usize {
+        usize::from(self.aes_gcm_bits / 8) + 4
+    }
+}
+
+/// An IPv4/IPv6 range with protocol and ports (RFC 7296 §3.13.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    /// First address.
+    pub start: IpAddr,
+    /// Last address.
+    pub end: IpAddr,
+    /// IP protocol, 0 = any.
+    pub proto: u8,
+    /// Port range.
+    pub ports: (u16, u16),
+}
+
+impl Selector {
+    /// A whole subnet, any protocol and port.
+    pub fn subnet(addr: IpAddr, prefix: u8) -> Selector {
+        match addr {
+            IpAddr::V4(a) => {
+                let m = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(prefix.min(32)))
+                };
+                let s = u32::from(a) & m;
+                Selector {
+                    start: IpAddr::V4(s.into()),
+                    end: IpAddr::V4((s | !m).into()),
+                    proto: 0,
+                    ports: (0, 65535),
+                }
+            }
+            IpAddr::V6(a) => {
+                let m = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(prefix.min(128)))
+                };
+                let s = u128::from(a) & m;
+                Selector {
+                    start: IpAddr::V6(s.into()),
+                    end: IpAddr::V6((s | !m).into()),
+                    proto: 0,
+                    ports: (0, 65535),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn to_wire(&self) -> TrafficSelector {
+        let (t, s, e) = match (self.start, self.end) {
+            (IpAddr::V4(s), IpAddr::V4(e)) => (
+                TsType::IPV4_ADDR_RANGE,
+                s.octets().to_vec(),
+                e.octets().to_vec(),
+            ),
+            (IpAddr::V6(s), IpAddr::V6(e)) => (
+                TsType::IPV6_ADDR_RANGE,
+                s.octets().to_vec(),
+                e.octets().to_vec(),
+            ),
+            (IpAddr::V4(s), _) => (
+                TsType::IPV4_ADDR_RANGE,
+                s.octets().to_vec(),
+                s.octets().to_vec(),
+            ),
+            (IpAddr::V6(s), _) => (
+                TsType::IPV6_ADDR_RANGE,
+                s.octets().to_vec(),
+                s.octets().to_vec(),
+            ),
+        };
+        TrafficSelector {
+            ts_type: t,
+            ip_proto: self.proto,
+            start_port: self.ports.0,
+            end_port: self.ports.1,
+            start_addr: s,
+            end_addr: e,
+        }
+    }
+
+    pub(crate) fn from_wire(t: &TrafficSelector) -> Option<Selector> {
+        let addr = |b: &[u8]| -> Option<IpAddr> {
+            match b.len() {
+                4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+                16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+                _ => None,
+            }
+        };
+        Some(Selector {
+            start: addr(&t.start_addr)?,
+            end: addr(&t.end_addr)?,
+            proto: t.ip_proto,
+            ports: (t.start_port, t.end_port),
+        })
+    }
+
+    /// The intersection with `other` (RFC 7296 §2.9 narrowing), if any.
+    pub fn intersect(&self, other: &Selector) -> Option<Selector> {
+        let key = |a: IpAddr| match a {
+            IpAddr::V4(v) => (4u8, u128::from(u32::from(v))),
+            IpAddr::V6(v) => (6u8, u128::from(v)),
+        };
+        let (f1, s1) = key(self.start);
+        let (_, e1) = key(self.end);
+        let (f2, s2) = key(other.start);
+        let (_, e2) = key(other.end);
+        if f1 != f2 {
+            return None;
+        }
+        let (s, e) = (s1.max(s2), e1.min(e2));
+        let proto = match (self.proto, other.proto) {
+            (0, p) | (p, 0) => p,
+            (a, b) if a == b => a,
+            _ => return None,
+        };
+        let ports = (
+            self.ports.0.max(other.ports.0),
+            self.ports.1.min(other.ports.1),
+        );
+        if s > e || ports.0 > ports.1 {
+            return None;
+        }
+        let mk = |v: u128| {
+            if f1 == 4 {
+                IpAddr::V4((v as u32).into())
+            } else {
+                IpAddr::V6(v.into())
+            }
+        };
+        Some(Selector {
+            start: mk(s),
+            end: mk(e),
+            proto,
+            ports,
+        })
+    }
+}
+
+/// Retransmission of requests (RFC 7296 §2.1): operators' defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retransmit {
+    /// First timeout.
+    pub initial: Duration,
+    /// Upper bound of the doubling timeout.
+    pub max: Duration,
+    /// Transmissions before the peer is declared dead.
+    pub tries: u32,
+}
+
+impl Default for Retransmit {
+    fn default() -> Self {
+        Retransmit {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(64),
+            tries: 8,
+        }
+    }
+}
+
+/// One connection's configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Our identity.
+    pub local_id: Identity,
+    /// The identity the peer must prove.
+    pub remote_id: Identity,
+    /// Pre-shared key (RFC 7296 §2.15).
+    pub psk: Zeroizing<Vec<u8>>,
+    /// IKE proposal.
+    pub ike: IkeProposal,
+    /// ESP proposal of the first CHILD SA.
+    pub esp: EspProposal,
+    /// Our side's traffic selectors.
+    pub local_ts: Vec<Selector>,
+    /// The peer's side.
+    pub remote_ts: Vec<Selector>,
+    /// Request retransmission.
+    pub retransmit: Retransmit,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("ike", &self.ike)
+            .field("esp", &self.esp)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,129 @@
+//! Sans-IO IKEv2 (RFC 7296) for Sluice.
+//!
+//! Time and randomness go in, datagrams and events come out: the daemon
+//! pumps [`IkeSa::handle`], [`IkeSa::handle_timeout`],
+//! [`IkeSa::poll_transmit`], [`IkeSa::poll_event`] and
+//! [`IkeSa::poll_timeout`]. Implemented so far: IKE_SA_INIT (proposal check,
+//! INVALID_KE_PAYLOAD answered and retried, COOKIE retried, NAT detection
+//! and the move to port 4500), IKE_AUTH with shared keys and the first
+//! CHILD SA (AES-GCM-16 ESP, traffic selector narrowing), request
+//! retransmission with exponential backoff and dead-peer declaration,
+//! cached responses for retransmitted requests, out-of-window and
+//! unauthenticated messages dropped without state change.
+//! Not yet: CREATE_CHILD_SA, INFORMATIONAL (delete, DPD), rekeying,
+//! certificates, fragmentation.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod sa;
+
+pub use config::{Config, EspProposal, Identity, IkeProposal, Retransmit, Selector};
+pub use sa::{nat_hash, IkeSa, Role, State};
+
+use core::fmt;
+use ike_crypto::keys::Secret;
+use ike_wire::NotifyType;
+use std::net::SocketAddr;
+
+/// A source of randomness (SPIs, nonces, IVs): the OS RNG in the daemon, a
+/// seeded generator in tests.
+pub trait Random {
+    /// Fills `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Destination (the peer, port 500 or 4500).
+    pub dst: SocketAddr,
+    /// The IKE message (without the non-ESP marker).
+    pub data: Vec<u8>,
+}
+
+/// A negotiated CHILD SA to install in the data plane.
+pub struct ChildSa {
+    /// SPI of our inbound SA (chosen by us).
+    pub spi_in: u32,
+    /// SPI of our outbound SA (chosen by the peer).
+    pub spi_out: u32,
+    /// Inbound key and salt.
+    pub encr_in: Secret,
+    /// Outbound key and salt.
+    pub encr_out: Secret,
+    /// Transform.
+    pub esp: EspProposal,
+    /// Our traffic selectors.
+    pub local_ts: Vec<Selector>,
+    /// The peer's.
+    pub remote_ts: Vec<Selector>,
+    /// UDP encapsulation (NAT detected).
+    pub nat_t: bool,
+}
+
+impl fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSa")
+            .field("spi_in", &format_args!("{:08x}", self.spi_in))
+            .field("spi_out", &format_args!("{:08x}", self.spi_out))
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened.
+#[derive(Debug)]
+pub enum Event {
+    /// The IKE SA is authenticated.
+    Established {
+        /// Initiator SPI.
+        spi_i: u64,
+        /// Responder SPI.
+        spi_r: u64,
+    },
+    /// A CHILD SA to install.
+    ChildInstalled(ChildSa),
+    /// The IKE SA (or its CHILD) failed.
+    Failed {
+        /// Why.
+        reason: String,
+        /// The Notify involved.
+        notify: Option<NotifyType>,
+    },
+    /// No answer after the configured retransmissions.
+    PeerDead,
+    /// A datagram was dropped without changing state (malformed,
+    /// unauthenticated, out of window).
+    Dropped(String),
+}
+
+/// Why processing failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Malformed message.
+    Wire(ike_wire::Error),
+    /// Payload rules broken.
+    Rules(ike_wire::rules::RuleViolation),
+    /// Cryptographic failure (bad ICV, bad KE value).
+    Crypto(ike_crypto::CryptoError),
+    /// A message that does not fit the exchange.
+    Unexpected(&'static str),
+    /// Internal state missing.
+    State(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Wire(e) => write!(f, "malformed: {e}"),
+            Error::Rules(e) => write!(f, "payload rules: {e}"),
+            Error::Crypto(e) => write!(f, "crypto: {e}"),
+            Error::Unexpected(m) => write!(f, "unexpected: {m}"),
+            Error::State(m) => write!(f, "state: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

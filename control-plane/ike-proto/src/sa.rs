@@ -1,0 +1,1072 @@
+//! One IKE SA: IKE_SA_INIT and IKE_AUTH (shared key) with the first
+//! CHILD_SA, as initiator or responder; retransmission and response
+//! caching (RFC 7296 §1.2, §2.1-§2.2, §2.9, §2.14-§2.17, §2.23).
+
+use crate::config::{Config, Selector};
+use crate::{ChildSa, Error, Event, Random, Transmit};
+use ike_crypto::ke::{DhGroup, KeyExchange};
+use ike_crypto::keys::{
+    auth_matches, child_keys, ike_keys, psk_auth, signed_octets, skeyseed, IkeKeyLengths, IkeKeys,
+};
+use ike_crypto::sk::{Integ, SkKeys, Suite};
+use ike_wire::message::{FLAG_INITIATOR, FLAG_RESPONSE, HEADER_LEN};
+use ike_wire::*;
+use sha1::{Digest, Sha1};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Which end of the IKE SA we are (RFC 7296 §2.2: the original initiator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We sent the first IKE_SA_INIT.
+    Initiator,
+    /// We answered it.
+    Responder,
+}
+
+/// Where the SA is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Initiator: IKE_SA_INIT request sent.
+    InitSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    InitAnswered,
+    /// Initiator: IKE_AUTH request sent.
+    AuthSent,
+    /// Authenticated, first CHILD SA installed.
+    Established,
+    /// Failed or dead: the owner removes it.
+    Closed,
+}
+
+struct Pending {
+    msg_id: u32,
+    bytes: Vec<u8>,
+    dst: SocketAddr,
+    tries: u32,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// An IKE SA and its exchanges.
+pub struct IkeSa {
+    cfg: Config,
+    role: Role,
+    state: State,
+    /// The key exchange group in use.
+    dh: DhGroup,
+    spi_i: u64,
+    spi_r: u64,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    ke: Option<KeyExchange>,
+    cookie: Option<Vec<u8>>,
+    init_req: Vec<u8>,
+    init_resp: Vec<u8>,
+    keys: Option<IkeKeys>,
+    sk_in: Option<SkKeys>,
+    sk_out: Option<SkKeys>,
+    child_spi_in: u32,
+    next_msg_id: u32,
+    pending: Option<Pending>,
+    last_response: Option<(u32, Vec<u8>)>,
+    local: SocketAddr,
+    remote: SocketAddr,
+    nat_detected: bool,
+    transmit: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl std::fmt::Debug for IkeSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeSa")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("spi_i", &format_args!("{:016x}", self.spi_i))
+            .field("spi_r", &format_args!("{:016x}", self.spi_r))
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_vec(rng: &mut dyn Random, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rng.fill(&mut v);
+    v
+}
+
+fn random_u64(rng: &mut dyn Random) -> u64 {
+    let mut b = [0u8; 8];
+    loop {
+        rng.fill(&mut b);
+        let v = u64::from_be_bytes(b);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn random_u32(rng: &mut dyn Random) -> u32 {
+    let mut b = [0u8; 4];
+    loop {
+        rng.fill(&mut b);
+        let v = u32::from_be_bytes(b);
+        // SPIs 1-255 are reserved (RFC 4303 §2.1).
+        if v > 255 {
+            return v;
+        }
+    }
+}
+
+/// NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 §2.23).
+pub fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+    let mut h = Sha1::new();
+    h.update(spi_i.to_be_bytes());
+    h.update(spi_r.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(a) => h.update(a.octets()),
+        IpAddr::V6(a) => h.update(a.octets()),
+    }
+    h.update(addr.port().to_be_bytes());
+    h.finalize().to_vec()
+}
+
+/// The message's own length from its header (parse checked it fits).
+fn msg_len(datagram: &[u8]) -> usize {
+    datagram
+        .get(24..28)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .min(datagram.len())
+}
+
+fn notify(ntype: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::new(
+        PayloadType::NOTIFY,
+        Body::Notify {
+            protocol: ProtocolId::NONE,
+            spi: vec![],
+            ntype,
+            data,
+        },
+    )
+}
+
+fn find_notify(payloads: &[Payload], t: NotifyType) -> Option<&[u8]> {
+    payloads.iter().find_map(|p| match &p.body {
+        Body::Notify { ntype, data, .. } if *ntype == t => Some(data.as_slice()),
+        _ => None,
+    })
+}
+
+fn first_error_notify(payloads: &[Payload]) -> Option<NotifyType> {
+    payloads.iter().find_map(|p| match &p.body {
+        Body::Notify { ntype, .. } if ntype.is_error() => Some(*ntype),
+        _ => None,
+    })
+}
+
+fn integ_id(i: Integ) -> u16 {
+    match i {
+        Integ::HmacSha256_128 => IntegId::HMAC_SHA2_256_128.0,
+        Integ::HmacSha384_192 => IntegId::HMAC_SHA2_384_192.0,
+        Integ::HmacSha512_256 => IntegId::HMAC_SHA2_512_256.0,
+    }
+}
+
+impl IkeSa {
+    fn new(
+        cfg: Config,
+        role: Role,
+        local: SocketAddr,
+        remote: SocketAddr,
+        rng: &mut dyn Random,
+    ) -> IkeSa {
+        IkeSa {
+            dh: cfg
+                .ike
+                .groups
+                .first()
+                .copied()
+                .unwrap_or(DhGroup::Curve25519),
+            role,
+            state: if role == Role::Initiator {
+                State::InitSent
+            } else {
+                State::InitAnswered
+            },
+            spi_i: 0,
+            spi_r: 0,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            ke: None,
+            cookie: None,
+            init_req: Vec::new(),
+            init_resp: Vec::new(),
+            keys: None,
+            sk_in: None,
+            sk_out: None,
+            child_spi_in: random_u32(rng),
+            next_msg_id: 0,
+            pending: None,
+            last_response: None,
+            local,
+            remote,
+            nat_detected: false,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    /// Starts an IKE SA as initiator: queues the IKE_SA_INIT request.
+    pub fn initiate(
+        cfg: Config,
+        local: SocketAddr,
+        remote: SocketAddr,
+        now: Instant,
+        rng: &mut dyn Random,
+    ) -> Result<IkeSa, Error> {
+        let mut sa = IkeSa::new(cfg, Role::Initiator, local, remote, rng);
+        sa.spi_i = random_u64(rng);
+        sa.ni = random_vec(rng, 32);
+        sa.ke = Some(KeyExchange::new(sa.dh).map_err(Error::Crypto)?);
+        sa.send_init(now)?;
+        Ok(sa)
+    }
+
+    fn ike_sa_payload(&self, groups: &[DhGroup]) -> Payload {
+        let p = &self.cfg.ike;
+        let mut t = Vec::new();
+        match p.suite {
+            Suite::AesCbc { key_len, integ } => {
+                t.push(Transform::with_key_len(
+                    TransformType::ENCR,
+                    EncrId::AES_CBC.0,
+                    (key_len * 8) as u16,
+                ));
+                t.push(Transform::new(TransformType::PRF, p.prf.id()));
+                t.push(Transform::new(TransformType::INTEG, integ_id(integ)));
+            }
+            Suite::AesGcm16 { key_len } => {
+                t.push(Transform::with_key_len(
+                    TransformType::ENCR,
+                    EncrId::AES_GCM_16.0,
+                    (key_len * 8) as u16,
+                ));
+                t.push(Transform::new(TransformType::PRF, p.prf.id()));
+            }
+        }
+        for g in groups {
+            t.push(Transform::new(TransformType::DH, g.id()));
+        }
+        Payload::new(
+            PayloadType::SA,
+            Body::Sa(vec![Proposal {
+                num: 1,
+                protocol: ProtocolId::IKE,
+                spi: vec![],
+                transforms: t,
+            }]),
+        )
+    }
+
+    fn esp_sa_payload(&self, num: u8, spi: u32) -> Payload {
+        Payload::new(
+            PayloadType::SA,
+            Body::Sa(vec![Proposal {
+                num,
+                protocol: ProtocolId::ESP,
+                spi: spi.to_be_bytes().to_vec(),
+                transforms: vec![
+                    Transform::with_key_len(
+                        TransformType::ENCR,
+                        EncrId::AES_GCM_16.0,
+                        self.cfg.esp.aes_gcm_bits,
+                    ),
+                    Transform::new(TransformType::ESN, 0),
+                ],
+            }]),
+        )
+    }
+
+    /// If `proposal` offers our encryption, PRF and integrity and one of
+    /// our DH groups: the first of ours it offers.
+    fn ike_proposal_group(&self, proposal: &Proposal) -> Option<DhGroup> {
+        let ours = match &self.ike_sa_payload(&[]).body {
+            Body::Sa(v) => v.first().map(|p| p.transforms.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let base = proposal.protocol == ProtocolId::IKE
+            && ours.iter().all(|t| {
+                proposal
+                    .transforms
+                    .iter()
+                    .any(|u| u.ttype == t.ttype && u.id == t.id && u.key_len() == t.key_len())
+            });
+        let offered = |g: &DhGroup| {
+            proposal
+                .transforms
+                .iter()
+                .any(|u| u.ttype == TransformType::DH && u.id == g.id())
+        };
+        if base {
+            self.cfg.ike.groups.iter().copied().find(offered)
+        } else {
+            None
+        }
+    }
+
+    fn send_init(&mut self, now: Instant) -> Result<(), Error> {
+        let ke = self.ke.as_ref().ok_or(Error::State("no key exchange"))?;
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            payloads.push(notify(NotifyType::COOKIE, c.clone()));
+        }
+        payloads.push(self.ike_sa_payload(&self.cfg.ike.groups));
+        payloads.push(Payload::new(
+            PayloadType::KE,
+            Body::Ke {
+                group: ike_wire::DhGroup(ke.group().id()),
+                data: ke.public().to_vec(),
+            },
+        ));
+        payloads.push(Payload::new(
+            PayloadType::NONCE,
+            Body::Nonce(self.ni.clone()),
+        ));
+        payloads.push(notify(
+            NotifyType::NAT_DETECTION_SOURCE_IP,
+            nat_hash(self.spi_i, 0, self.local),
+        ));
+        payloads.push(notify(
+            NotifyType::NAT_DETECTION_DESTINATION_IP,
+            nat_hash(self.spi_i, 0, self.remote),
+        ));
+        let m = Message {
+            header: Header {
+                spi_i: self.spi_i,
+                spi_r: 0,
+                version: 0x20,
+                exchange: ExchangeType::IKE_SA_INIT,
+                flags: FLAG_INITIATOR,
+                message_id: 0,
+            },
+            payloads,
+        };
+        let bytes = m.emit();
+        self.init_req = bytes.clone();
+        self.send_request(now, 0, bytes);
+        Ok(())
+    }
+
+    fn send_request(&mut self, now: Instant, msg_id: u32, bytes: Vec<u8>) {
+        let dst = self.remote;
+        let timeout = self.cfg.retransmit.initial;
+        self.transmit.push_back(Transmit {
+            dst,
+            data: bytes.clone(),
+        });
+        self.pending = Some(Pending {
+            msg_id,
+            bytes,
+            dst,
+            tries: 1,
+            deadline: now + timeout,
+            timeout,
+        });
+    }
+
+    fn send_response(&mut self, msg_id: u32, bytes: Vec<u8>) {
+        self.transmit.push_back(Transmit {
+            dst: self.remote,
+            data: bytes.clone(),
+        });
+        self.last_response = Some((msg_id, bytes));
+    }
+
+    /// Creates a responder IKE SA from an IKE_SA_INIT request and queues the
+    /// response (or an error notify, in which case the SA is closed).
+    pub fn accept(
+        cfg: Config,
+        local: SocketAddr,
+        remote: SocketAddr,
+        now: Instant,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+    ) -> Result<IkeSa, Error> {
+        let m = Message::parse(datagram).map_err(Error::Wire)?;
+        let h = m.header;
+        if h.exchange != ExchangeType::IKE_SA_INIT
+            || h.is_response()
+            || h.message_id != 0
+            || h.spi_r != 0
+        {
+            return Err(Error::Unexpected("not an IKE_SA_INIT request"));
+        }
+        ike_wire::rules::check(ExchangeType::IKE_SA_INIT, true, &m.payloads)
+            .map_err(Error::Rules)?;
+        let mut sa = IkeSa::new(cfg, Role::Responder, local, remote, rng);
+        sa.spi_i = h.spi_i;
+        sa.spi_r = random_u64(rng);
+        sa.init_req = datagram[..msg_len(datagram)].to_vec();
+        let _ = now;
+        let mut chosen = None;
+        let mut ke_data = None;
+        for p in &m.payloads {
+            match &p.body {
+                Body::Sa(props) => chosen = props.iter().find_map(|pr| sa.ike_proposal_group(pr)),
+                Body::Ke { group, data } => ke_data = Some((*group, data.clone())),
+                Body::Nonce(n) => sa.ni = n.clone(),
+                _ => {}
+            }
+        }
+        let reply_error = |sa: &mut IkeSa, t: NotifyType, data: Vec<u8>| {
+            let m = Message {
+                header: Header {
+                    spi_i: sa.spi_i,
+                    spi_r: 0,
+                    version: 0x20,
+                    exchange: ExchangeType::IKE_SA_INIT,
+                    flags: FLAG_RESPONSE,
+                    message_id: 0,
+                },
+                payloads: vec![notify(t, data)],
+            };
+            sa.transmit.push_back(Transmit {
+                dst: sa.remote,
+                data: m.emit(),
+            });
+            sa.state = State::Closed;
+            sa.events.push_back(Event::Failed {
+                reason: format!("answered IKE_SA_INIT with {t}"),
+                notify: Some(t),
+            });
+        };
+        let Some(want) = chosen else {
+            reply_error(&mut sa, NotifyType::NO_PROPOSAL_CHOSEN, vec![]);
+            return Ok(sa);
+        };
+        sa.dh = want;
+        let (group, peer_pub) = ke_data.ok_or(Error::Unexpected("no KE"))?;
+        if group.0 != want.id() {
+            // RFC 7296 §1.2: tell the initiator which group we want.
+            reply_error(
+                &mut sa,
+                NotifyType::INVALID_KE_PAYLOAD,
+                want.id().to_be_bytes().to_vec(),
+            );
+            return Ok(sa);
+        }
+        sa.detect_nat(&m.payloads);
+        let ke = KeyExchange::new(want).map_err(Error::Crypto)?;
+        let our_pub = ke.public().to_vec();
+        let g_ir = ke.agree(&peer_pub).map_err(Error::Crypto)?;
+        sa.nr = random_vec(rng, 32);
+        sa.derive(&g_ir)?;
+        let payloads = vec![
+            sa.ike_sa_payload(&[want]),
+            Payload::new(
+                PayloadType::KE,
+                Body::Ke {
+                    group: ike_wire::DhGroup(want.id()),
+                    data: our_pub,
+                },
+            ),
+            Payload::new(PayloadType::NONCE, Body::Nonce(sa.nr.clone())),
+            notify(
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                nat_hash(sa.spi_i, sa.spi_r, sa.local),
+            ),
+            notify(
+                NotifyType::NAT_DETECTION_DESTINATION_IP,
+                nat_hash(sa.spi_i, sa.spi_r, sa.remote),
+            ),
+        ];
+        let m = Message {
+            header: Header {
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
+                version: 0x20,
+                exchange: ExchangeType::IKE_SA_INIT,
+                flags: FLAG_RESPONSE,
+                message_id: 0,
+            },
+            payloads,
+        };
+        let bytes = m.emit();
+        sa.init_resp = bytes.clone();
+        sa.send_response(0, bytes);
+        sa.next_msg_id = 1; // the next request we expect
+        Ok(sa)
+    }
+
+    fn detect_nat(&mut self, payloads: &[Payload]) {
+        let spi_r = if self.role == Role::Responder {
+            0
+        } else {
+            self.spi_r
+        };
+        let src = find_notify(payloads, NotifyType::NAT_DETECTION_SOURCE_IP);
+        let dst = find_notify(payloads, NotifyType::NAT_DETECTION_DESTINATION_IP);
+        if let (Some(s), Some(d)) = (src, dst) {
+            let peer_ok = s == nat_hash(self.spi_i, spi_r, self.remote).as_slice();
+            let us_ok = d == nat_hash(self.spi_i, spi_r, self.local).as_slice();
+            self.nat_detected = !(peer_ok && us_ok);
+        }
+    }
+
+    fn derive(&mut self, g_ir: &[u8]) -> Result<(), Error> {
+        let p = &self.cfg.ike;
+        let seed = skeyseed(p.prf, &self.ni, &self.nr, g_ir);
+        let lens = IkeKeyLengths {
+            integ: p.suite.integ_key_len(),
+            encr: p.suite.encr_key_len(),
+        };
+        let k = ike_keys(
+            p.prf, &seed, &self.ni, &self.nr, self.spi_i, self.spi_r, lens,
+        )
+        .ok_or(Error::State("prf+ too long"))?;
+        let (ine, ina, oute, outa) = match self.role {
+            Role::Initiator => (&k.sk_er, &k.sk_ar, &k.sk_ei, &k.sk_ai),
+            Role::Responder => (&k.sk_ei, &k.sk_ai, &k.sk_er, &k.sk_ar),
+        };
+        self.sk_in = Some(SkKeys::new(p.suite, ine, ina).map_err(Error::Crypto)?);
+        self.sk_out = Some(SkKeys::new(p.suite, oute, outa).map_err(Error::Crypto)?);
+        self.keys = Some(k);
+        Ok(())
+    }
+
+    fn flags(&self, response: bool) -> u8 {
+        (if self.role == Role::Initiator {
+            FLAG_INITIATOR
+        } else {
+            0
+        }) | if response { FLAG_RESPONSE } else { 0 }
+    }
+
+    /// Builds a protected message (RFC 7296 §3.14).
+    fn protect(
+        &self,
+        exchange: ExchangeType,
+        response: bool,
+        msg_id: u32,
+        inner: &[Payload],
+        rng: &mut dyn Random,
+    ) -> Result<Vec<u8>, Error> {
+        let sk = self.sk_out.as_ref().ok_or(Error::State("no keys"))?;
+        let mut plain = Vec::new();
+        Message::emit_payloads(inner, &mut plain);
+        let body_len = sk.suite().body_len(plain.len());
+        let total = HEADER_LEN + 4 + body_len;
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&self.spi_i.to_be_bytes());
+        out.extend_from_slice(&self.spi_r.to_be_bytes());
+        out.extend_from_slice(&[PayloadType::SK.0, 0x20, exchange.0, self.flags(response)]);
+        out.extend_from_slice(&msg_id.to_be_bytes());
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+        out.extend_from_slice(&[inner.first().map_or(0, |p| p.ptype.0), 0]);
+        out.extend_from_slice(&((4 + body_len) as u16).to_be_bytes());
+        let iv = random_vec(rng, sk.suite().iv_len());
+        let body = sk.seal(&out, &plain, &iv).map_err(Error::Crypto)?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Verifies and decrypts a protected message's inner payloads.
+    fn unprotect(&self, datagram: &[u8], m: &Message) -> Result<Vec<Payload>, Error> {
+        ike_wire::rules::check_outer(m.header.exchange, &m.payloads).map_err(Error::Rules)?;
+        let Some(Payload {
+            body: Body::Sk { first_inner, data },
+            ..
+        }) = m.payloads.last()
+        else {
+            return Err(Error::Unexpected(
+                "fragmented message (SKF) not handled yet",
+            ));
+        };
+        let sk = self.sk_in.as_ref().ok_or(Error::State("no keys"))?;
+        let start = msg_len(datagram)
+            .checked_sub(data.len())
+            .ok_or(Error::Unexpected("length"))?;
+        let header = datagram.get(..start).ok_or(Error::Unexpected("length"))?;
+        let plain = sk.open(header, data).map_err(Error::Crypto)?;
+        Message::parse_inner(*first_inner, &plain).map_err(Error::Wire)
+    }
+
+    fn id_payload(&self, ptype: PayloadType) -> (Payload, Vec<u8>) {
+        let (t, data) = self.cfg.local_id.encode();
+        let body = Body::Id {
+            id_type: t,
+            reserved: [0; 3],
+            data,
+        };
+        let mut id_body = Vec::new();
+        body.emit(&mut id_body);
+        (Payload::new(ptype, body), id_body)
+    }
+
+    fn our_auth(&self, id_body: &[u8]) -> Result<Payload, Error> {
+        let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
+        let prf = self.cfg.ike.prf;
+        let octets = match self.role {
+            Role::Initiator => signed_octets(prf, &self.init_req, &self.nr, &k.sk_pi, id_body),
+            Role::Responder => signed_octets(prf, &self.init_resp, &self.ni, &k.sk_pr, id_body),
+        };
+        let auth = psk_auth(prf, &self.cfg.psk, &octets);
+        Ok(Payload::new(
+            PayloadType::AUTH,
+            Body::Auth {
+                method: AuthMethod::PSK,
+                data: auth.to_vec(),
+            },
+        ))
+    }
+
+    /// Checks the peer's ID against the configuration and its AUTH.
+    fn verify_peer(&self, inner: &[Payload]) -> Result<(), NotifyType> {
+        let want_ptype = if self.role == Role::Initiator {
+            PayloadType::IDR
+        } else {
+            PayloadType::IDI
+        };
+        let (id_body, id) = inner
+            .iter()
+            .find(|p| p.ptype == want_ptype)
+            .map(|p| {
+                let mut b = Vec::new();
+                p.body.emit(&mut b);
+                (b, &p.body)
+            })
+            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
+        let (t, data) = self.cfg.remote_id.encode();
+        match id {
+            Body::Id {
+                id_type, data: d, ..
+            } if *id_type == t && *d == data => {}
+            _ => return Err(NotifyType::AUTHENTICATION_FAILED),
+        }
+        let auth = inner
+            .iter()
+            .find_map(|p| match &p.body {
+                Body::Auth { method, data } if *method == AuthMethod::PSK => Some(data.clone()),
+                _ => None,
+            })
+            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
+        let k = self
+            .keys
+            .as_ref()
+            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
+        let prf = self.cfg.ike.prf;
+        let octets = match self.role {
+            Role::Initiator => signed_octets(prf, &self.init_resp, &self.ni, &k.sk_pr, &id_body),
+            Role::Responder => signed_octets(prf, &self.init_req, &self.nr, &k.sk_pi, &id_body),
+        };
+        let expected = psk_auth(prf, &self.cfg.psk, &octets);
+        if auth_matches(&expected, &auth) {
+            Ok(())
+        } else {
+            Err(NotifyType::AUTHENTICATION_FAILED)
+        }
+    }
+
+    fn selectors(inner: &[Payload], t: PayloadType) -> Vec<Selector> {
+        inner
+            .iter()
+            .filter(|p| p.ptype == t)
+            .flat_map(|p| match &p.body {
+                Body::Ts(v) => v.iter().filter_map(Selector::from_wire).collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn ts_payload(t: PayloadType, sel: &[Selector]) -> Payload {
+        Payload::new(t, Body::Ts(sel.iter().map(Selector::to_wire).collect()))
+    }
+
+    /// The peer's ESP SPI from an SA payload that offers our transform.
+    fn esp_spi(&self, inner: &[Payload]) -> Option<u32> {
+        inner.iter().find_map(|p| match &p.body {
+            Body::Sa(props) => props.iter().find_map(|pr| {
+                let ok = pr.protocol == ProtocolId::ESP
+                    && pr.transforms.iter().any(|t| {
+                        t.ttype == TransformType::ENCR
+                            && t.id == EncrId::AES_GCM_16.0
+                            && t.key_len() == Some(self.cfg.esp.aes_gcm_bits)
+                    })
+                    && pr
+                        .transforms
+                        .iter()
+                        .filter(|t| t.ttype == TransformType::ESN)
+                        .all(|t| {
+                            t.id == 0
+                                || pr
+                                    .transforms
+                                    .iter()
+                                    .any(|u| u.ttype == TransformType::ESN && u.id == 0)
+                        });
+                ok.then(|| {
+                    <[u8; 4]>::try_from(pr.spi.as_slice())
+                        .ok()
+                        .map(u32::from_be_bytes)
+                })
+                .flatten()
+            }),
+            _ => None,
+        })
+    }
+
+    fn install_child(
+        &mut self,
+        spi_out: u32,
+        local_ts: Vec<Selector>,
+        remote_ts: Vec<Selector>,
+    ) -> Result<(), Error> {
+        let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
+        let len = self.cfg.esp.encr_len();
+        let c = child_keys(self.cfg.ike.prf, &k.sk_d, None, &self.ni, &self.nr, len, 0)
+            .ok_or(Error::State("prf+"))?;
+        let (encr_in, encr_out) = match self.role {
+            Role::Initiator => (c.encr_r, c.encr_i),
+            Role::Responder => (c.encr_i, c.encr_r),
+        };
+        self.events.push_back(Event::ChildInstalled(ChildSa {
+            spi_in: self.child_spi_in,
+            spi_out,
+            encr_in,
+            encr_out,
+            esp: self.cfg.esp,
+            local_ts,
+            remote_ts,
+            nat_t: self.nat_detected,
+        }));
+        Ok(())
+    }
+
+    /// Processes a datagram from the peer.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+    ) {
+        if let Err(e) = self.handle_inner(now, from, datagram, rng) {
+            // Unauthenticated or malformed input changes nothing (§2.21).
+            self.events.push_back(Event::Dropped(e.to_string()));
+        }
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let m = Message::parse(datagram).map_err(Error::Wire)?;
+        let h = m.header;
+        if h.spi_i != self.spi_i
+            || (self.spi_r != 0
+                && h.spi_r != self.spi_r
+                && !(h.exchange == ExchangeType::IKE_SA_INIT && self.role == Role::Responder))
+        {
+            return Err(Error::Unexpected("SPIs do not match this IKE SA"));
+        }
+        if h.is_response() {
+            let pending = self
+                .pending
+                .as_ref()
+                .ok_or(Error::Unexpected("response without a request"))?;
+            if pending.msg_id != h.message_id {
+                return Err(Error::Unexpected("response outside the window"));
+            }
+            match (self.state, h.exchange) {
+                (State::InitSent, ExchangeType::IKE_SA_INIT) => {
+                    self.on_init_response(now, from, datagram, &m, rng)
+                }
+                (State::AuthSent, ExchangeType::IKE_AUTH) => self.on_auth_response(datagram, &m),
+                _ => Err(Error::Unexpected("response in the wrong state")),
+            }
+        } else {
+            // Requests: a retransmitted one gets the cached response (§2.1).
+            if let Some((id, bytes)) = &self.last_response {
+                if *id == h.message_id {
+                    self.transmit.push_back(Transmit {
+                        dst: from,
+                        data: bytes.clone(),
+                    });
+                    return Ok(());
+                }
+            }
+            if h.message_id != self.next_msg_id {
+                return Err(Error::Unexpected("request outside the window"));
+            }
+            match (self.state, h.exchange) {
+                (State::InitAnswered, ExchangeType::IKE_AUTH) => {
+                    self.on_auth_request(from, datagram, &m, rng)
+                }
+                _ => Err(Error::Unexpected("request in the wrong state")),
+            }
+        }
+    }
+
+    fn on_init_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        m: &Message,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        // COOKIE (§2.6) and INVALID_KE_PAYLOAD (§1.2): try again.
+        if let Some(c) = find_notify(&m.payloads, NotifyType::COOKIE) {
+            self.cookie = Some(c.to_vec());
+            self.send_init(now)?;
+            return Ok(());
+        }
+        if let Some(g) = find_notify(&m.payloads, NotifyType::INVALID_KE_PAYLOAD) {
+            let group = g
+                .get(..2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .and_then(DhGroup::from_id);
+            let Some(group) = group.filter(|g| *g != self.dh && self.cfg.ike.groups.contains(g))
+            else {
+                self.fail(
+                    "peer asked for a DH group we do not support",
+                    Some(NotifyType::INVALID_KE_PAYLOAD),
+                );
+                return Ok(());
+            };
+            self.dh = group;
+            self.ke = Some(KeyExchange::new(group).map_err(Error::Crypto)?);
+            self.send_init(now)?;
+            return Ok(());
+        }
+        if let Some(n) = first_error_notify(&m.payloads) {
+            self.fail(&format!("IKE_SA_INIT refused with {n}"), Some(n));
+            return Ok(());
+        }
+        ike_wire::rules::check(ExchangeType::IKE_SA_INIT, false, &m.payloads)
+            .map_err(Error::Rules)?;
+        let mut ok = false;
+        let mut peer_ke = None;
+        for p in &m.payloads {
+            match &p.body {
+                Body::Sa(props) => {
+                    ok = props.len() == 1
+                        && self.ike_proposal_group(&props[0]) == Some(self.dh)
+                        && props[0]
+                            .transforms
+                            .iter()
+                            .filter(|t| t.ttype == TransformType::DH)
+                            .count()
+                            == 1
+                }
+                Body::Ke { group, data } if group.0 == self.dh.id() => peer_ke = Some(data.clone()),
+                Body::Nonce(n) => self.nr = n.clone(),
+                _ => {}
+            }
+        }
+        let peer_ke = peer_ke.filter(|_| ok).ok_or(Error::Unexpected(
+            "responder chose something we did not offer",
+        ))?;
+        self.spi_r = m.header.spi_r;
+        self.init_resp = datagram[..msg_len(datagram)].to_vec();
+        self.detect_nat(&m.payloads);
+        let ke = self.ke.take().ok_or(Error::State("no key exchange"))?;
+        let g_ir = ke.agree(&peer_ke).map_err(Error::Crypto)?;
+        self.derive(&g_ir)?;
+        if self.nat_detected {
+            // RFC 7296 §2.23: continue on port 4500.
+            self.remote.set_port(4500);
+            self.local.set_port(4500);
+        }
+        let _ = from;
+        let (idi, idi_body) = self.id_payload(PayloadType::IDI);
+        let auth = self.our_auth(&idi_body)?;
+        let inner = vec![
+            idi,
+            auth,
+            self.esp_sa_payload(1, self.child_spi_in),
+            Self::ts_payload(PayloadType::TSI, &self.cfg.local_ts),
+            Self::ts_payload(PayloadType::TSR, &self.cfg.remote_ts),
+        ];
+        let bytes = self.protect(ExchangeType::IKE_AUTH, false, 1, &inner, rng)?;
+        self.state = State::AuthSent;
+        self.send_request(now, 1, bytes);
+        Ok(())
+    }
+
+    fn on_auth_request(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        m: &Message,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let inner = self.unprotect(datagram, m)?;
+        ike_wire::rules::check(ExchangeType::IKE_AUTH, true, &inner).map_err(Error::Rules)?;
+        // Authenticated from here on: the peer moved to its NAT-T port.
+        self.remote = from;
+        let msg_id = m.header.message_id;
+        self.next_msg_id = msg_id + 1;
+        if let Err(n) = self.verify_peer(&inner) {
+            let bytes = self.protect(
+                ExchangeType::IKE_AUTH,
+                true,
+                msg_id,
+                &[notify(n, vec![])],
+                rng,
+            )?;
+            self.send_response(msg_id, bytes);
+            self.fail("peer failed authentication", Some(n));
+            return Ok(());
+        }
+        let (idr, idr_body) = self.id_payload(PayloadType::IDR);
+        let auth = self.our_auth(&idr_body)?;
+        // First CHILD SA: proposal and narrowed selectors (§2.9).
+        let peer_spi = self.esp_spi(&inner);
+        let narrow = |offered: &[Selector], ours: &[Selector]| -> Vec<Selector> {
+            offered
+                .iter()
+                .flat_map(|o| ours.iter().filter_map(|c| o.intersect(c)))
+                .collect()
+        };
+        let tsi = narrow(
+            &Self::selectors(&inner, PayloadType::TSI),
+            &self.cfg.remote_ts,
+        );
+        let tsr = narrow(
+            &Self::selectors(&inner, PayloadType::TSR),
+            &self.cfg.local_ts,
+        );
+        let mut out = vec![idr, auth];
+        let child = match peer_spi {
+            None => {
+                out.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
+                None
+            }
+            Some(_) if tsi.is_empty() || tsr.is_empty() => {
+                out.push(notify(NotifyType::TS_UNACCEPTABLE, vec![]));
+                None
+            }
+            Some(spi) => {
+                out.push(self.esp_sa_payload(1, self.child_spi_in));
+                out.push(Self::ts_payload(PayloadType::TSI, &tsi));
+                out.push(Self::ts_payload(PayloadType::TSR, &tsr));
+                Some(spi)
+            }
+        };
+        let bytes = self.protect(ExchangeType::IKE_AUTH, true, msg_id, &out, rng)?;
+        self.send_response(msg_id, bytes);
+        self.state = State::Established;
+        self.events.push_back(Event::Established {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+        });
+        if let Some(spi) = child {
+            self.install_child(spi, tsr, tsi)?;
+        }
+        Ok(())
+    }
+
+    fn on_auth_response(&mut self, datagram: &[u8], m: &Message) -> Result<(), Error> {
+        let inner = self.unprotect(datagram, m)?;
+        ike_wire::rules::check(ExchangeType::IKE_AUTH, false, &inner).map_err(Error::Rules)?;
+        self.pending = None;
+        if let Err(n) = self.verify_peer(&inner) {
+            let reported = first_error_notify(&inner).unwrap_or(n);
+            self.fail("IKE_AUTH failed", Some(reported));
+            return Ok(());
+        }
+        self.state = State::Established;
+        self.events.push_back(Event::Established {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+        });
+        if let Some(n) = first_error_notify(&inner) {
+            self.events.push_back(Event::Failed {
+                reason: format!("no CHILD SA: {n}"),
+                notify: Some(n),
+            });
+            return Ok(());
+        }
+        let spi = self.esp_spi(&inner).ok_or(Error::Unexpected(
+            "no acceptable ESP proposal in the response",
+        ))?;
+        let tsi = Self::selectors(&inner, PayloadType::TSI);
+        let tsr = Self::selectors(&inner, PayloadType::TSR);
+        self.install_child(spi, tsi, tsr)
+    }
+
+    fn fail(&mut self, reason: &str, notify: Option<NotifyType>) {
+        self.state = State::Closed;
+        self.pending = None;
+        self.events.push_back(Event::Failed {
+            reason: reason.to_string(),
+            notify,
+        });
+    }
+
+    /// Retransmits a request whose timer expired, or declares the peer
+    /// dead after the configured tries (RFC 7296 §2.1, §2.4).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let max = self.cfg.retransmit.max;
+        let tries = self.cfg.retransmit.tries;
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        if now < p.deadline {
+            return;
+        }
+        if p.tries >= tries {
+            self.pending = None;
+            self.state = State::Closed;
+            self.events.push_back(Event::PeerDead);
+            return;
+        }
+        p.tries += 1;
+        p.timeout = (p.timeout * 2).min(max);
+        p.deadline = now + p.timeout;
+        self.transmit.push_back(Transmit {
+            dst: p.dst,
+            data: p.bytes.clone(),
+        });
+    }
+
+    /// When [`IkeSa::handle_timeout`] wants to be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.deadline)
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// State.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// (SPIi, SPIr).
+    pub fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+
+    /// Whether NAT was detected (and NAT-T used).
+    pub fn nat_detected(&self) -> bool {
+        self.nat_detected
+    }
+}
