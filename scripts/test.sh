@@ -44,6 +44,7 @@ step unit       cargo test --workspace --locked
 step loom       loom
 step esp-tshark tests/interop/esp-tshark.sh
 step esp-strongswan as_root tests/interop/esp-strongswan.sh
+step ike-strongswan as_root tests/interop/ike-strongswan.sh
 step perf-smoke perf/run esp --quick
 
 echo

@@ -1,0 +1,219 @@
+//! ike-peer: one IKE SA over real UDP sockets (ports 500 and 4500, with the
+//! non-ESP marker on 4500), as initiator or responder, for interop tests.
+//! Prints the exchanges and the CHILD SA's SPIs, exits 0 once the CHILD SA
+//! is up (after lingering to answer retransmissions), 1 on failure or
+//! timeout. This is a test driver, not the daemon.
+//!
+//! usage: ike-peer --role initiator|responder --local IP --remote IP
+//!        --id ID --remote-id ID --psk KEY --local-ts CIDR --remote-ts CIDR
+//!        [--groups 31,19,20] [--timeout SECONDS]
+
+use ike_crypto::ke::DhGroup;
+use ike_crypto::prf::Prf;
+use ike_crypto::sk::{Integ, Suite};
+use ike_proto::*;
+use ike_wire::NotifyType as ike_wire_notify;
+use ring::rand::SecureRandom;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+struct OsRandom(ring::rand::SystemRandom);
+
+impl Random for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if self.0.fill(buf).is_err() {
+            eprintln!("ike-peer: OS random number generator failed");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn opt(args: &[String], name: &str) -> Result<String, String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .ok_or_else(|| format!("missing {name}"))
+}
+
+fn cidr(s: &str) -> Result<Selector, String> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s}: expected ADDR/LEN"))?;
+    let addr: IpAddr = a.parse().map_err(|e| format!("{s}: {e}"))?;
+    let len: u8 = l.parse().map_err(|e| format!("{s}: {e}"))?;
+    Ok(Selector::subnet(addr, len))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ike-peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = opt(&args, "--role")?;
+    let local: IpAddr = opt(&args, "--local")?
+        .parse()
+        .map_err(|e| format!("--local: {e}"))?;
+    let remote: IpAddr = opt(&args, "--remote")?
+        .parse()
+        .map_err(|e| format!("--remote: {e}"))?;
+    let timeout = Duration::from_secs(
+        opt(&args, "--timeout")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(20),
+    );
+    let cfg = Config {
+        local_id: Identity::Fqdn(opt(&args, "--id")?),
+        remote_id: Identity::Fqdn(opt(&args, "--remote-id")?),
+        psk: zeroize::Zeroizing::new(opt(&args, "--psk")?.into_bytes()),
+        // strongSwan's default selection between two peers.
+        ike: IkeProposal {
+            suite: Suite::AesCbc {
+                key_len: 16,
+                integ: Integ::HmacSha256_128,
+            },
+            prf: Prf::HmacSha256,
+            groups: match opt(&args, "--groups") {
+                Ok(g) => g
+                    .split(',')
+                    .map(|x| {
+                        x.parse()
+                            .ok()
+                            .and_then(DhGroup::from_id)
+                            .ok_or(format!("--groups: unsupported {x}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Err(_) => vec![DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Ecp384],
+            },
+        },
+        esp: EspProposal { aes_gcm_bits: 128 },
+        local_ts: vec![cidr(&opt(&args, "--local-ts")?)?],
+        remote_ts: vec![cidr(&opt(&args, "--remote-ts")?)?],
+        retransmit: Retransmit::default(),
+    };
+    let s500 =
+        UdpSocket::bind(SocketAddr::new(local, 500)).map_err(|e| format!("bind 500: {e}"))?;
+    let s4500 =
+        UdpSocket::bind(SocketAddr::new(local, 4500)).map_err(|e| format!("bind 4500: {e}"))?;
+    for s in [&s500, &s4500] {
+        s.set_read_timeout(Some(Duration::from_millis(20)))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut rng = OsRandom(ring::rand::SystemRandom::new());
+    let start = Instant::now();
+    let mut sa = match role.as_str() {
+        "initiator" => Some(
+            IkeSa::initiate(
+                cfg.clone(),
+                SocketAddr::new(local, 500),
+                SocketAddr::new(remote, 500),
+                start,
+                &mut rng,
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        "responder" => None,
+        r => return Err(format!("--role {r}: initiator or responder")),
+    };
+    let mut done_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let now = Instant::now();
+        if now - start > timeout {
+            return Err(format!("no CHILD SA within {timeout:?}"));
+        }
+        if done_at.is_some_and(|t| now - t > Duration::from_secs(2)) {
+            return Ok(());
+        }
+        for (sock, nat_t) in [(&s500, false), (&s4500, true)] {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let mut data = &buf[..n];
+            if nat_t {
+                match data.get(..4) {
+                    Some([0, 0, 0, 0]) => data = &data[4..],
+                    _ => continue, // ESP or a keepalive: not for the IKE core
+                }
+            }
+            println!("recv {n} bytes from {from}");
+            match sa.as_mut() {
+                Some(s) => s.handle(now, from, data, &mut rng),
+                None => {
+                    let s = IkeSa::accept(
+                        cfg.clone(),
+                        sock.local_addr().map_err(|e| e.to_string())?,
+                        from,
+                        now,
+                        data,
+                        &mut rng,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    sa = Some(s);
+                }
+            }
+        }
+        let Some(s) = sa.as_mut() else { continue };
+        let mut forget = false;
+        s.handle_timeout(now);
+        while let Some(t) = s.poll_transmit() {
+            let (sock, bytes) = if t.dst.port() == 500 {
+                (&s500, t.data)
+            } else {
+                let mut v = vec![0u8; 4];
+                v.extend_from_slice(&t.data);
+                (&s4500, v)
+            };
+            println!("send {} bytes to {}", bytes.len(), t.dst);
+            sock.send_to(&bytes, t.dst)
+                .map_err(|e| format!("send to {}: {e}", t.dst))?;
+        }
+        while let Some(e) = s.poll_event() {
+            match e {
+                Event::Established { spi_i, spi_r } => {
+                    println!(
+                        "IKE_SA established: SPIs {spi_i:016x}_i {spi_r:016x}_r, NAT-T {}",
+                        s.nat_detected()
+                    );
+                }
+                Event::ChildInstalled(c) => {
+                    println!(
+                        "CHILD_SA installed: SPIs {:08x}_i {:08x}_o TS {:?} === {:?}",
+                        c.spi_in, c.spi_out, c.local_ts, c.remote_ts
+                    );
+                    done_at = Some(now);
+                }
+                // A responder keeps no state for an IKE_SA_INIT it refused
+                // with INVALID_KE_PAYLOAD or COOKIE (RFC 7296 §1.2, §2.6):
+                // the initiator comes back with a new request.
+                Event::Failed {
+                    reason,
+                    notify: Some(n),
+                } if s.role() == Role::Responder
+                    && (n == ike_wire_notify::INVALID_KE_PAYLOAD
+                        || n == ike_wire_notify::COOKIE) =>
+                {
+                    println!("{reason}: waiting for the initiator's retry");
+                    forget = true;
+                }
+                Event::Failed { reason, notify } => {
+                    return Err(format!("failed: {reason} ({notify:?})"));
+                }
+                Event::PeerDead => return Err("peer dead".into()),
+                Event::Dropped(why) => println!("dropped a datagram: {why}"),
+            }
+        }
+        if forget {
+            sa = None;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# ike-strongswan.sh - Sluice's IKEv2 core (ike-proto, driven over real UDP by
+# tests/ike-interop's ike-peer) against a real strongSwan.
+#
+# strongSwan runs in <ns>A of the shared interop harness (ONLY=A), Sluice's
+# ike-peer in <ns>B (198.18.0.2), namespaces named with a prefix unique to the
+# run and removed on exit. Each scenario checks the CHILD SA is installed on
+# both sides with matching SPIs (strongSwan's inbound SPI is ours outbound and
+# the other way round).
+#
+# usage: tests/interop/ike-strongswan.sh [SCENARIO ...] | --list   (root)
+# env:   IKE_PROPOSALS / ESP_PROPOSALS passed to strongSwan (swanctl syntax)
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SHARED=${SLUICE_SHARED:-$ROOT/../shared}
+PAIR=$SHARED/interop/strongswan-pair.sh
+
+declare -A WHAT=(
+  [psk-sw-initiates]="strongSwan initiates to Sluice (PSK, default proposals, NAT-T on 4500)"
+  [psk-sluice-initiates]="Sluice initiates to strongSwan (PSK)"
+  [invalid-ke]="strongSwan's Curve25519 KE refused with INVALID_KE_PAYLOAD(ECP-256); it retries"
+)
+ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke)
+if [ "${1:-}" = --list ]; then
+  for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
+  exit 0
+fi
+[ -x "$PAIR" ] || { echo "ike-strongswan: $PAIR not found (set SLUICE_SHARED)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "ike-strongswan: skipped, needs root for network namespaces"; exit 77; }
+SCEN=("$@"); [ ${#SCEN[@]} -gt 0 ] || SCEN=("${ORDER[@]}")
+
+export SWAN_NS="sl-ike$$-"
+export SWAN_STATE=$(mktemp -d /tmp/sluice-ikesw.XXXXXX)
+cleanup() { "$PAIR" down >/dev/null 2>&1 || true; rm -rf "$SWAN_STATE"; }
+trap cleanup EXIT INT TERM
+
+cargo build -q --release -p sluice-ike-interop || exit 1
+PEER=(ip netns exec "${SWAN_NS}B" "$ROOT/target/release/ike-peer" --local 198.18.0.2 --remote 198.18.0.1
+      --id b.psw.test --remote-id a.psw.test --psk sluice-interop-psk-0123456789
+      --local-ts 198.19.2.0/24 --remote-ts 198.19.1.0/24 --timeout 20)
+
+# SPIs as "in out" from strongSwan's --list-sas and from ike-peer's output.
+sw_spis() { "$PAIR" sw A --list-sas 2>/dev/null | awk '/INSTALLED/ {f=1} f && $1=="in" {i=$2} f && $1=="out" {o=$2} END {gsub(",","",i); gsub(",","",o); print i, o}'; }
+peer_spis() { sed -n 's/.*CHILD_SA installed: SPIs \([0-9a-f]*\)_i \([0-9a-f]*\)_o.*/\1 \2/p' "$1" | head -1; }
+
+fail=0
+for s in "${SCEN[@]}"; do
+  echo "--- $s: ${WHAT[$s]:-unknown scenario}"
+  [ -n "${WHAT[$s]:-}" ] || { fail=1; continue; }
+  if ! ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+    tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
+  fi
+  log=$SWAN_STATE/peer-$s.log
+  case $s in
+    psk-sw-initiates|invalid-ke)
+      extra=(); [ $s = invalid-ke ] && extra=(--groups 19)
+      "${PEER[@]}" --role responder "${extra[@]}" > "$log" 2>&1 & pid=$!
+      sleep 0.3
+      timeout 25 "$PAIR" sw A --initiate --ike psw --child net > "$SWAN_STATE/init.log" 2>&1
+      wait $pid; rc=$?
+      ;;
+    psk-sluice-initiates)
+      "${PEER[@]}" --role initiator > "$log" 2>&1; rc=$?
+      ;;
+  esac
+  read -r sw_in sw_out <<< "$(sw_spis)"
+  read -r my_in my_out <<< "$(peer_spis "$log")"
+  ok=1
+  [ $rc = 0 ] || { echo "ike-peer exited $rc"; ok=0; }
+  if [ -z "$sw_in" ] || [ "$sw_in" != "$my_out" ] || [ "$sw_out" != "$my_in" ]; then
+    echo "SPIs differ: strongSwan in=$sw_in out=$sw_out, Sluice in=$my_in out=$my_out"; ok=0
+  fi
+  if [ $s = invalid-ke ]; then
+    if line=$(grep -m1 -E 'INVALID_KE_PAYLOAD|it requested' "$SWAN_STATE/run/A/charon.log"); then
+      echo "    strongSwan: ${line#*] }"
+    else
+      echo "strongSwan never saw INVALID_KE_PAYLOAD"; ok=0
+    fi
+  fi
+  if [ $ok = 1 ]; then
+    echo "ok $s: CHILD SA in=$my_in out=$my_out on both sides"
+    "$PAIR" sw A --list-sas 2>/dev/null | grep -E 'ESTABLISHED|IKEv2|AES|INSTALLED' | sed 's/^/    /'
+  else
+    echo "FAIL $s"; tail -15 "$log"; fail=1
+  fi
+  "$PAIR" down >/dev/null 2>&1
+done
+exit $fail
