@@ -19,8 +19,11 @@ declare -A WHAT=(
   [psk-sw-initiates]="strongSwan initiates to Sluice (PSK, default proposals, NAT-T on 4500)"
   [psk-sluice-initiates]="Sluice initiates to strongSwan (PSK)"
   [invalid-ke]="strongSwan's Curve25519 KE refused with INVALID_KE_PAYLOAD(ECP-256); it retries"
+  [delete-by-strongswan]="strongSwan deletes the IKE SA; Sluice removes it and its CHILD SA"
+  [delete-by-sluice]="Sluice deletes the IKE SA; strongSwan removes it"
+  [dpd-killed-peer]="Sluice's liveness checks declare a killed strongSwan dead"
 )
-ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke)
+ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke delete-by-strongswan delete-by-sluice dpd-killed-peer)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -62,8 +65,30 @@ for s in "${SCEN[@]}"; do
     psk-sluice-initiates)
       "${PEER[@]}" --role initiator > "$log" 2>&1; rc=$?
       ;;
+    delete-by-strongswan)
+      "${PEER[@]}" --role responder --then wait-delete > "$log" 2>&1 & pid=$!
+      sleep 0.3
+      timeout 25 "$PAIR" sw A --initiate --ike psw --child net > "$SWAN_STATE/init.log" 2>&1
+      read -r sw_in sw_out <<< "$(sw_spis)"
+      timeout 10 "$PAIR" sw A --terminate --ike psw > "$SWAN_STATE/term.log" 2>&1
+      wait $pid; rc=$?
+      ;;
+    delete-by-sluice)
+      "${PEER[@]}" --role initiator --then delete > "$log" 2>&1 & pid=$!
+      for _ in $(seq 40); do grep -q 'CHILD_SA installed' "$log" 2>/dev/null && break; sleep 0.1; done
+      read -r sw_in sw_out <<< "$(sw_spis)"
+      wait $pid; rc=$?
+      sleep 0.5
+      ;;
+    dpd-killed-peer)
+      "${PEER[@]}" --role initiator --then dpd --retransmit 200,4 > "$log" 2>&1 & pid=$!
+      for _ in $(seq 40); do grep -q 'liveness check answered' "$log" 2>/dev/null && break; sleep 0.1; done
+      read -r sw_in sw_out <<< "$(sw_spis)"
+      kill -KILL "$(cat "$SWAN_STATE/run/A/charon.pid")" 2>/dev/null
+      wait $pid; rc=$?
+      ;;
   esac
-  read -r sw_in sw_out <<< "$(sw_spis)"
+  case $s in delete-*|dpd-*) ;; *) read -r sw_in sw_out <<< "$(sw_spis)" ;; esac
   read -r my_in my_out <<< "$(peer_spis "$log")"
   ok=1
   [ $rc = 0 ] || { echo "ike-peer exited $rc"; ok=0; }
@@ -77,8 +102,19 @@ for s in "${SCEN[@]}"; do
       echo "strongSwan never saw INVALID_KE_PAYLOAD"; ok=0
     fi
   fi
+  case $s in
+    delete-by-strongswan)
+      grep -q 'IKE_SA deleted' "$log" && grep -q "CHILD_SA deleted: SPIs $my_in" "$log" || { echo "Sluice did not process the delete"; ok=0; } ;;
+    delete-by-sluice)
+      grep -q 'IKE_SA deleted' "$log" || { echo "no delete response"; ok=0; }
+      [ -z "$("$PAIR" sw A --list-sas 2>/dev/null | grep psw)" ] || { echo "strongSwan still has the IKE SA"; ok=0; }
+      grep -q 'received DELETE for IKE_SA' "$SWAN_STATE/run/A/charon.log" && echo "    strongSwan: received DELETE for IKE_SA" ;;
+    dpd-killed-peer)
+      grep -q 'peer dead' "$log" || { echo "peer not declared dead"; ok=0; } ;;
+  esac
   if [ $ok = 1 ]; then
     echo "ok $s: CHILD SA in=$my_in out=$my_out on both sides"
+    grep -E 'deleted|dead|liveness check answered' "$log" | head -4 | sed 's/^/    sluice: /'
     "$PAIR" sw A --list-sas 2>/dev/null | grep -E 'ESTABLISHED|IKEv2|AES|INSTALLED' | sed 's/^/    /'
   else
     echo "FAIL $s"; tail -15 "$log"; fail=1

@@ -10,8 +10,10 @@
 //! retransmission with exponential backoff and dead-peer declaration,
 //! cached responses for retransmitted requests, out-of-window and
 //! unauthenticated messages dropped without state change.
-//! Not yet: CREATE_CHILD_SA, INFORMATIONAL (delete, DPD), rekeying,
-//! certificates, fragmentation.
+//! INFORMATIONAL: Delete of the IKE SA or of CHILD SAs (answered with the
+//! reverse-direction SPIs) and liveness checks, in both directions, with one
+//! request outstanding and the rest queued.
+//! Not yet: CREATE_CHILD_SA, rekeying, certificates, fragmentation.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -93,6 +95,19 @@ pub enum Event {
     },
     /// No answer after the configured retransmissions.
     PeerDead,
+    /// A CHILD SA was deleted (by us or the peer): remove both SAs.
+    ChildDeleted {
+        /// Our inbound SPI.
+        spi_in: u32,
+        /// Our outbound SPI.
+        spi_out: u32,
+    },
+    /// The IKE SA was deleted (by us or the peer).
+    Deleted,
+    /// The peer answered our liveness check.
+    Alive,
+    /// We answered the peer's liveness check.
+    LivenessAnswered,
     /// A datagram was dropped without changing state (malformed,
     /// unauthenticated, out of window).
     Dropped(String),

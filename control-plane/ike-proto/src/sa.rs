@@ -40,7 +40,19 @@ pub enum State {
     Closed,
 }
 
+/// A request of ours in the INFORMATIONAL exchange (RFC 7296 §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Delete the IKE SA (and with it every CHILD SA).
+    DeleteIke,
+    /// Delete the CHILD SA with this inbound SPI.
+    DeleteChild(u32),
+    /// Empty INFORMATIONAL: a liveness check (dead peer detection).
+    Liveness,
+}
+
 struct Pending {
+    op: Option<Op>,
     msg_id: u32,
     bytes: Vec<u8>,
     dst: SocketAddr,
@@ -68,7 +80,14 @@ pub struct IkeSa {
     sk_in: Option<SkKeys>,
     sk_out: Option<SkKeys>,
     child_spi_in: u32,
+    /// Message ID the peer's next request must carry.
     next_msg_id: u32,
+    /// Message ID of our next request.
+    my_msg_id: u32,
+    /// INFORMATIONAL requests waiting for the window (one outstanding).
+    ops: VecDeque<Op>,
+    /// Installed CHILD SAs: (our inbound SPI, our outbound SPI).
+    children: Vec<(u32, u32)>,
     pending: Option<Pending>,
     last_response: Option<(u32, Vec<u8>)>,
     local: SocketAddr,
@@ -207,6 +226,9 @@ impl IkeSa {
             sk_out: None,
             child_spi_in: random_u32(rng),
             next_msg_id: 0,
+            my_msg_id: 0,
+            ops: VecDeque::new(),
+            children: Vec::new(),
             pending: None,
             last_response: None,
             local,
@@ -366,7 +388,9 @@ impl IkeSa {
             dst,
             data: bytes.clone(),
         });
+        self.my_msg_id = msg_id.wrapping_add(1);
         self.pending = Some(Pending {
+            op: None,
             msg_id,
             bytes,
             dst,
@@ -730,6 +754,7 @@ impl IkeSa {
             Role::Initiator => (c.encr_r, c.encr_i),
             Role::Responder => (c.encr_i, c.encr_r),
         };
+        self.children.push((self.child_spi_in, spi_out));
         self.events.push_back(Event::ChildInstalled(ChildSa {
             spi_in: self.child_spi_in,
             spi_out,
@@ -786,6 +811,9 @@ impl IkeSa {
                     self.on_init_response(now, from, datagram, &m, rng)
                 }
                 (State::AuthSent, ExchangeType::IKE_AUTH) => self.on_auth_response(datagram, &m),
+                (State::Established, ExchangeType::INFORMATIONAL) => {
+                    self.on_info_response(now, datagram, &m, rng)
+                }
                 _ => Err(Error::Unexpected("response in the wrong state")),
             }
         } else {
@@ -805,6 +833,9 @@ impl IkeSa {
             match (self.state, h.exchange) {
                 (State::InitAnswered, ExchangeType::IKE_AUTH) => {
                     self.on_auth_request(from, datagram, &m, rng)
+                }
+                (State::Established, ExchangeType::INFORMATIONAL) => {
+                    self.on_info_request(datagram, &m, rng)
                 }
                 _ => Err(Error::Unexpected("request in the wrong state")),
             }
@@ -998,6 +1029,189 @@ impl IkeSa {
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
         self.install_child(spi, tsi, tsr)
+    }
+
+    /// Queues an INFORMATIONAL request; sent when the window is free.
+    fn queue(&mut self, now: Instant, op: Op, rng: &mut dyn Random) -> Result<(), Error> {
+        if self.state != State::Established {
+            return Err(Error::State("IKE SA not established"));
+        }
+        self.ops.push_back(op);
+        self.start_next_op(now, rng)
+    }
+
+    fn start_next_op(&mut self, now: Instant, rng: &mut dyn Random) -> Result<(), Error> {
+        if self.pending.is_some() || self.state != State::Established {
+            return Ok(());
+        }
+        let Some(op) = self.ops.pop_front() else {
+            return Ok(());
+        };
+        let inner = match op {
+            Op::DeleteIke => vec![Payload::new(
+                PayloadType::DELETE,
+                Body::Delete {
+                    protocol: ProtocolId::IKE,
+                    spi_size: 0,
+                    spis: vec![],
+                },
+            )],
+            Op::DeleteChild(spi_in) => vec![Payload::new(
+                PayloadType::DELETE,
+                Body::Delete {
+                    protocol: ProtocolId::ESP,
+                    spi_size: 4,
+                    spis: vec![spi_in.to_be_bytes().to_vec()],
+                },
+            )],
+            Op::Liveness => vec![],
+        };
+        let id = self.my_msg_id;
+        let bytes = self.protect(ExchangeType::INFORMATIONAL, false, id, &inner, rng)?;
+        self.send_request(now, id, bytes);
+        if let Some(p) = self.pending.as_mut() {
+            p.op = Some(op);
+        }
+        Ok(())
+    }
+
+    /// Deletes the IKE SA and its CHILD SAs (RFC 7296 §1.4.1).
+    pub fn delete(&mut self, now: Instant, rng: &mut dyn Random) -> Result<(), Error> {
+        self.queue(now, Op::DeleteIke, rng)
+    }
+
+    /// Deletes one CHILD SA, named by our inbound SPI; the peer answers with
+    /// the SPI of its inbound SA (RFC 7296 §1.4.1).
+    pub fn delete_child(
+        &mut self,
+        now: Instant,
+        spi_in: u32,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        if !self.children.iter().any(|(i, _)| *i == spi_in) {
+            return Err(Error::State("no such CHILD SA"));
+        }
+        self.queue(now, Op::DeleteChild(spi_in), rng)
+    }
+
+    /// Sends a liveness check (an empty INFORMATIONAL request, RFC 7296
+    /// §2.4): answered, it reports [`Event::Alive`]; unanswered after the
+    /// retransmissions, [`Event::PeerDead`].
+    pub fn check_liveness(&mut self, now: Instant, rng: &mut dyn Random) -> Result<(), Error> {
+        self.queue(now, Op::Liveness, rng)
+    }
+
+    fn remove_child_by_out(&mut self, spi_out: u32) -> Option<(u32, u32)> {
+        let i = self.children.iter().position(|(_, o)| *o == spi_out)?;
+        Some(self.children.remove(i))
+    }
+
+    fn on_info_response(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        m: &Message,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let inner = self.unprotect(datagram, m)?;
+        ike_wire::rules::check(ExchangeType::INFORMATIONAL, false, &inner).map_err(Error::Rules)?;
+        let op = self.pending.take().and_then(|p| p.op);
+        match op {
+            Some(Op::DeleteIke) => {
+                for (i, o) in std::mem::take(&mut self.children) {
+                    self.events.push_back(Event::ChildDeleted {
+                        spi_in: i,
+                        spi_out: o,
+                    });
+                }
+                self.state = State::Closed;
+                self.events.push_back(Event::Deleted);
+            }
+            Some(Op::DeleteChild(spi_in)) => {
+                if let Some(pos) = self.children.iter().position(|(i, _)| *i == spi_in) {
+                    let (i, o) = self.children.remove(pos);
+                    self.events.push_back(Event::ChildDeleted {
+                        spi_in: i,
+                        spi_out: o,
+                    });
+                }
+            }
+            Some(Op::Liveness) => self.events.push_back(Event::Alive),
+            None => {}
+        }
+        self.start_next_op(now, rng)
+    }
+
+    fn on_info_request(
+        &mut self,
+        datagram: &[u8],
+        m: &Message,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let inner = self.unprotect(datagram, m)?;
+        ike_wire::rules::check(ExchangeType::INFORMATIONAL, true, &inner).map_err(Error::Rules)?;
+        let msg_id = m.header.message_id;
+        self.next_msg_id = msg_id.wrapping_add(1);
+        let mut out = Vec::new();
+        let mut delete_ike = false;
+        let mut deleted = Vec::new();
+        for p in &inner {
+            match &p.body {
+                Body::Delete {
+                    protocol: ProtocolId::IKE,
+                    ..
+                } => delete_ike = true,
+                Body::Delete {
+                    protocol: ProtocolId::ESP,
+                    spis,
+                    ..
+                } => {
+                    // The peer names its inbound SPIs (= our outbound); we
+                    // answer with ours for the same CHILD SAs (§1.4.1).
+                    let mut ours = Vec::new();
+                    for spi in spis {
+                        let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else {
+                            continue;
+                        };
+                        if let Some((i, o)) = self.remove_child_by_out(u32::from_be_bytes(b)) {
+                            ours.push(i.to_be_bytes().to_vec());
+                            deleted.push((i, o));
+                        }
+                    }
+                    if !ours.is_empty() {
+                        out.push(Payload::new(
+                            PayloadType::DELETE,
+                            Body::Delete {
+                                protocol: ProtocolId::ESP,
+                                spi_size: 4,
+                                spis: ours,
+                            },
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if delete_ike {
+            out.clear();
+            deleted.extend(std::mem::take(&mut self.children));
+        }
+        let bytes = self.protect(ExchangeType::INFORMATIONAL, true, msg_id, &out, rng)?;
+        self.send_response(msg_id, bytes);
+        for (i, o) in deleted {
+            self.events.push_back(Event::ChildDeleted {
+                spi_in: i,
+                spi_out: o,
+            });
+        }
+        if delete_ike {
+            self.state = State::Closed;
+            self.pending = None;
+            self.events.push_back(Event::Deleted);
+        } else if inner.is_empty() {
+            self.events.push_back(Event::LivenessAnswered);
+        }
+        Ok(())
     }
 
     fn fail(&mut self, reason: &str, notify: Option<NotifyType>) {

@@ -413,3 +413,119 @@ fn nat_is_detected_and_port_4500_used() {
     p.assert_established();
     assert!(Pair::children(&p.i_events)[0].nat_t);
 }
+
+fn established() -> Pair {
+    let mut p = psk_pair();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.assert_established();
+    p
+}
+
+fn child_deleted(ev: &[Event]) -> Vec<(u32, u32)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildDeleted { spi_in, spi_out } => Some((*spi_in, *spi_out)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn initiator_deletes_the_ike_sa() {
+    let mut p = established();
+    p.i.delete(p.now, &mut p.rng).unwrap();
+    p.i_to_r(|_| 1);
+    assert_eq!(p.r.as_ref().unwrap().state(), State::Closed);
+    assert!(p.r_events.iter().any(|e| matches!(e, Event::Deleted)));
+    p.r_to_i(|_| 1);
+    assert_eq!(p.i.state(), State::Closed);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Deleted)));
+    let (i, r) = (child_deleted(&p.i_events), child_deleted(&p.r_events));
+    assert_eq!(
+        (i.len(), r.len()),
+        (1, 1),
+        "the CHILD SA goes with the IKE SA"
+    );
+    assert_eq!((i[0].0, i[0].1), (r[0].1, r[0].0));
+}
+
+#[test]
+fn responder_deletes_a_child_with_reverse_spis_and_a_lost_response() {
+    let mut p = established();
+    let rc = Pair::children(&p.r_events)[0].spi_in;
+    let r = p.r.as_mut().unwrap();
+    r.delete_child(p.now, rc, &mut p.rng).unwrap();
+    assert!(
+        r.delete_child(p.now, 0xdead, &mut p.rng).is_err(),
+        "unknown SPI"
+    );
+    // The responder's request (message ID 0 in its own window) arrives
+    // twice; the first answer is lost.
+    let mut reqs = Vec::new();
+    while let Some(t) = r.poll_transmit() {
+        reqs.push(t);
+    }
+    assert_eq!(reqs.len(), 1);
+    for _ in 0..2 {
+        p.i.handle(p.now, R_ADDR.parse().unwrap(), &reqs[0].data, &mut p.rng);
+    }
+    let mut answers = Vec::new();
+    while let Some(t) = p.i.poll_transmit() {
+        answers.push(t);
+    }
+    assert_eq!(answers.len(), 2);
+    assert_eq!(
+        answers[0].data, answers[1].data,
+        "the retransmission is answered from the cache"
+    );
+    p.r.as_mut()
+        .unwrap()
+        .handle(p.now, I_ADDR.parse().unwrap(), &answers[1].data, &mut p.rng);
+    p.drain();
+    let (i, r) = (child_deleted(&p.i_events), child_deleted(&p.r_events));
+    assert_eq!(i.len(), 1, "deleted once: {:?}", p.i_events);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, rc);
+    assert_eq!((i[0].0, i[0].1), (r[0].1, r[0].0));
+    assert_eq!(p.i.state(), State::Established, "the IKE SA stays");
+}
+
+#[test]
+fn liveness_checks_both_ways_then_a_dead_peer() {
+    let mut p = established();
+    p.i.check_liveness(p.now, &mut p.rng).unwrap();
+    p.i_to_r(|_| 1);
+    assert!(p
+        .r_events
+        .iter()
+        .any(|e| matches!(e, Event::LivenessAnswered)));
+    p.r_to_i(|_| 1);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Alive)));
+    // Two requests queued: the second waits for the first's response.
+    p.i.check_liveness(p.now, &mut p.rng).unwrap();
+    p.i.check_liveness(p.now, &mut p.rng).unwrap();
+    assert_eq!(p.i_to_r(|_| 1), 1, "one request outstanding (window 1)");
+    assert_eq!(p.r_to_i(|_| 1), 1);
+    assert_eq!(p.i_to_r(|_| 1), 1, "the queued one follows");
+    p.r_to_i(|_| 1);
+    assert_eq!(
+        p.i_events
+            .iter()
+            .filter(|e| matches!(e, Event::Alive))
+            .count(),
+        3
+    );
+    // Now the peer is gone: DPD declares it dead after the retransmissions.
+    p.i.check_liveness(p.now, &mut p.rng).unwrap();
+    let mut sent = p.i_to_r(|_| 0);
+    for _ in 0..20 {
+        let Some(t) = p.i.poll_timeout() else { break };
+        p.advance(t - p.now);
+        sent += p.i_to_r(|_| 0);
+    }
+    assert_eq!(sent, 8);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::PeerDead)));
+}

@@ -6,7 +6,8 @@
 //!
 //! usage: ike-peer --role initiator|responder --local IP --remote IP
 //!        --id ID --remote-id ID --psk KEY --local-ts CIDR --remote-ts CIDR
-//!        [--groups 31,19,20] [--timeout SECONDS]
+//!        [--groups 31,19,20] [--timeout SECONDS] [--retransmit MS,TRIES]
+//!        [--then linger|delete|wait-delete|dpd]
 
 use ike_crypto::ke::DhGroup;
 use ike_crypto::prf::Prf;
@@ -98,7 +99,18 @@ fn run() -> Result<(), String> {
         esp: EspProposal { aes_gcm_bits: 128 },
         local_ts: vec![cidr(&opt(&args, "--local-ts")?)?],
         remote_ts: vec![cidr(&opt(&args, "--remote-ts")?)?],
-        retransmit: Retransmit::default(),
+        retransmit: match opt(&args, "--retransmit") {
+            // "INITIAL_MS,TRIES", shorter than the defaults for tests.
+            Ok(r) => {
+                let (a, b) = r.split_once(',').ok_or("--retransmit INITIAL_MS,TRIES")?;
+                Retransmit {
+                    initial: Duration::from_millis(a.parse().map_err(|_| "--retransmit")?),
+                    max: Duration::from_secs(64),
+                    tries: b.parse().map_err(|_| "--retransmit")?,
+                }
+            }
+            Err(_) => Retransmit::default(),
+        },
     };
     let s500 =
         UdpSocket::bind(SocketAddr::new(local, 500)).map_err(|e| format!("bind 500: {e}"))?;
@@ -125,14 +137,38 @@ fn run() -> Result<(), String> {
         r => return Err(format!("--role {r}: initiator or responder")),
     };
     let mut done_at: Option<Instant> = None;
+    // What to do once the CHILD SA is up: linger (answer retransmissions for
+    // 2 s), delete (delete the IKE SA after 1 s), wait-delete (until the peer
+    // deletes it), dpd (liveness checks every second until the peer is dead).
+    let then = opt(&args, "--then").unwrap_or_else(|_| "linger".into());
+    let mut acted = false;
+    let mut next_dpd = start;
     let mut buf = vec![0u8; 65536];
     loop {
         let now = Instant::now();
         if now - start > timeout {
             return Err(format!("no CHILD SA within {timeout:?}"));
         }
-        if done_at.is_some_and(|t| now - t > Duration::from_secs(2)) {
-            return Ok(());
+        if let Some(t) = done_at {
+            match then.as_str() {
+                "linger" if now - t > Duration::from_secs(2) => return Ok(()),
+                "delete" if now - t > Duration::from_secs(1) && !acted => {
+                    if let Some(s) = sa.as_mut() {
+                        println!("deleting the IKE SA");
+                        s.delete(now, &mut rng).map_err(|e| e.to_string())?;
+                    }
+                    acted = true;
+                }
+                "dpd" if now >= next_dpd => {
+                    if let Some(s) = sa.as_mut() {
+                        if s.poll_timeout().is_none() {
+                            s.check_liveness(now, &mut rng).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    next_dpd = now + Duration::from_secs(1);
+                }
+                _ => {}
+            }
         }
         for (sock, nat_t) in [(&s500, false), (&s4500, true)] {
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
@@ -208,8 +244,25 @@ fn run() -> Result<(), String> {
                 Event::Failed { reason, notify } => {
                     return Err(format!("failed: {reason} ({notify:?})"));
                 }
+                Event::PeerDead if then == "dpd" => {
+                    println!(
+                        "peer dead: no answer to the liveness check after the retransmissions"
+                    );
+                    return Ok(());
+                }
                 Event::PeerDead => return Err("peer dead".into()),
                 Event::Dropped(why) => println!("dropped a datagram: {why}"),
+                Event::ChildDeleted { spi_in, spi_out } => {
+                    println!("CHILD_SA deleted: SPIs {spi_in:08x}_i {spi_out:08x}_o");
+                }
+                Event::Deleted => {
+                    println!("IKE_SA deleted");
+                    if then == "wait-delete" || then == "delete" {
+                        return Ok(());
+                    }
+                }
+                Event::Alive => println!("liveness check answered"),
+                Event::LivenessAnswered => println!("answered the peer's liveness check"),
             }
         }
         if forget {
