@@ -22,8 +22,9 @@ declare -A WHAT=(
   [delete-by-strongswan]="strongSwan deletes the IKE SA; Sluice removes it and its CHILD SA"
   [delete-by-sluice]="Sluice deletes the IKE SA; strongSwan removes it"
   [dpd-killed-peer]="Sluice's liveness checks declare a killed strongSwan dead"
+  [keylog-tshark]="a capture of the exchange decrypts in tshark with Sluice's key log (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke delete-by-strongswan delete-by-sluice dpd-killed-peer)
+ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke delete-by-strongswan delete-by-sluice dpd-killed-peer keylog-tshark)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -50,13 +51,18 @@ fail=0
 for s in "${SCEN[@]}"; do
   echo "--- $s: ${WHAT[$s]:-unknown scenario}"
   [ -n "${WHAT[$s]:-}" ] || { fail=1; continue; }
-  if ! ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+  cap=0; [ $s = keylog-tshark ] && cap=1
+  if ! CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
   fi
   log=$SWAN_STATE/peer-$s.log
   case $s in
-    psk-sw-initiates|invalid-ke)
+    psk-sw-initiates|invalid-ke|keylog-tshark)
       extra=(); [ $s = invalid-ke ] && extra=(--groups 19)
+      if [ $s = keylog-tshark ]; then
+        rm -rf "$SWAN_STATE/keylog"; mkdir -p "$SWAN_STATE/keylog"
+        extra=(--keylog "$SWAN_STATE/keylog")
+      fi
       "${PEER[@]}" --role responder "${extra[@]}" > "$log" 2>&1 & pid=$!
       sleep 0.3
       timeout 25 "$PAIR" sw A --initiate --ike psw --child net > "$SWAN_STATE/init.log" 2>&1
@@ -111,6 +117,16 @@ for s in "${SCEN[@]}"; do
       grep -q 'received DELETE for IKE_SA' "$SWAN_STATE/run/A/charon.log" && echo "    strongSwan: received DELETE for IKE_SA" ;;
     dpd-killed-peer)
       grep -q 'peer dead' "$log" || { echo "peer not declared dead"; ok=0; } ;;
+    keylog-tshark)
+      "$PAIR" capture-stop 2>/dev/null
+      mode=$(stat -c %a "$SWAN_STATE/keylog/ikev2_decryption_table" 2>/dev/null)
+      [ "$mode" = 600 ] || { echo "key log mode is '$mode', expected 600"; ok=0; }
+      dec=$(WIRESHARK_CONFIG_DIR=$SWAN_STATE/keylog tshark -n -r "$SWAN_STATE/captures/psk-ikev2.pcap" \
+            -Y 'isakmp.exchangetype==35' -V 2>/dev/null)
+      good=$(grep -c 'Integrity Checksum Data.*\[correct\]' <<< "$dec")
+      ids=$(grep -c -E 'Identification Data:(a|b)\.psw\.test' <<< "$dec")
+      echo "    tshark: $good IKE_AUTH ICVs correct, $ids identities decrypted"
+      [ "$good" = 2 ] && [ "$ids" -ge 2 ] || { echo "tshark could not decrypt the IKE_AUTH exchange"; ok=0; } ;;
   esac
   if [ $ok = 1 ]; then
     echo "ok $s: CHILD SA in=$my_in out=$my_out on both sides"

@@ -63,6 +63,29 @@ pub struct ChildSa {
     pub nat_t: bool,
 }
 
+impl ChildSa {
+    /// The two rows of Wireshark's `esp_sa` table for this CHILD SA
+    /// (outbound then inbound), for an operator's explicit, opt-in key log.
+    pub fn wireshark_esp_sa_lines(
+        &self,
+        local: std::net::IpAddr,
+        remote: std::net::IpAddr,
+    ) -> [String; 2] {
+        let fam = if local.is_ipv4() { "IPv4" } else { "IPv6" };
+        let h = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let row = |src: std::net::IpAddr, dst: std::net::IpAddr, spi: u32, key: &[u8]| {
+            format!(
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"",
+                h(key)
+            )
+        };
+        [
+            row(local, remote, self.spi_out, &self.encr_out),
+            row(remote, local, self.spi_in, &self.encr_in),
+        ]
+    }
+}
+
 impl fmt::Debug for ChildSa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChildSa")

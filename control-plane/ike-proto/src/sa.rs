@@ -1279,6 +1279,42 @@ impl IkeSa {
         (self.spi_i, self.spi_r)
     }
 
+    /// This IKE SA's line for Wireshark's `ikev2_decryption_table` (SPIs,
+    /// SK_ei, SK_er, SK_ai, SK_ar, algorithm names). Secrets: only for an
+    /// operator's explicit, opt-in key log (file mode 0600).
+    pub fn wireshark_ikev2_line(&self) -> Option<String> {
+        let k = self.keys.as_ref()?;
+        let h = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let (encr, integ) = match self.cfg.ike.suite {
+            Suite::AesCbc { key_len, integ } => (
+                format!("AES-CBC-{} [RFC3602]", key_len * 8),
+                match integ {
+                    Integ::HmacSha256_128 => "HMAC_SHA2_256_128 [RFC4868]",
+                    Integ::HmacSha384_192 => "HMAC_SHA2_384_192 [RFC4868]",
+                    Integ::HmacSha512_256 => "HMAC_SHA2_512_256 [RFC4868]",
+                },
+            ),
+            Suite::AesGcm16 { key_len } => (
+                format!("AES-GCM-{} with 16 octet ICV [RFC5282]", key_len * 8),
+                "NONE [RFC4306]",
+            ),
+        };
+        Some(format!(
+            "{:016x},{:016x},{},{},\"{encr}\",{},{},\"{integ}\"",
+            self.spi_i,
+            self.spi_r,
+            h(&k.sk_ei),
+            h(&k.sk_er),
+            h(&k.sk_ai),
+            h(&k.sk_ar)
+        ))
+    }
+
+    /// Local and remote address of the IKE SA (after any NAT-T port move).
+    pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        (self.local, self.remote)
+    }
+
     /// Whether NAT was detected (and NAT-T used).
     pub fn nat_detected(&self) -> bool {
         self.nat_detected

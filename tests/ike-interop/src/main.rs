@@ -7,7 +7,7 @@
 //! usage: ike-peer --role initiator|responder --local IP --remote IP
 //!        --id ID --remote-id ID --psk KEY --local-ts CIDR --remote-ts CIDR
 //!        [--groups 31,19,20] [--timeout SECONDS] [--retransmit MS,TRIES]
-//!        [--then linger|delete|wait-delete|dpd]
+//!        [--then linger|delete|wait-delete|dpd] [--keylog DIR]
 
 use ike_crypto::ke::DhGroup;
 use ike_crypto::prf::Prf;
@@ -45,6 +45,23 @@ fn cidr(s: &str) -> Result<Selector, String> {
     let addr: IpAddr = a.parse().map_err(|e| format!("{s}: {e}"))?;
     let len: u8 = l.parse().map_err(|e| format!("{s}: {e}"))?;
     Ok(Selector::subnet(addr, len))
+}
+
+/// Appends lines to a Wireshark table in `dir`, creating it with mode 0600.
+fn write_keylog(dir: &std::path::Path, name: &str, lines: &[String]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for l in lines {
+        writeln!(f, "{l}").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -142,6 +159,8 @@ fn run() -> Result<(), String> {
     // deletes it), dpd (liveness checks every second until the peer is dead).
     let then = opt(&args, "--then").unwrap_or_else(|_| "linger".into());
     let mut acted = false;
+    // Opt-in key log for Wireshark (secrets: mode 0600).
+    let keylog = opt(&args, "--keylog").ok().map(std::path::PathBuf::from);
     let mut next_dpd = start;
     let mut buf = vec![0u8; 65536];
     loop {
@@ -220,6 +239,9 @@ fn run() -> Result<(), String> {
                         "IKE_SA established: SPIs {spi_i:016x}_i {spi_r:016x}_r, NAT-T {}",
                         s.nat_detected()
                     );
+                    if let (Some(dir), Some(line)) = (&keylog, s.wireshark_ikev2_line()) {
+                        write_keylog(dir, "ikev2_decryption_table", &[line])?;
+                    }
                 }
                 Event::ChildInstalled(c) => {
                     println!(
@@ -227,6 +249,10 @@ fn run() -> Result<(), String> {
                         c.spi_in, c.spi_out, c.local_ts, c.remote_ts
                     );
                     done_at = Some(now);
+                    if let Some(dir) = &keylog {
+                        let (l, r) = s.addresses();
+                        write_keylog(dir, "esp_sa", &c.wireshark_esp_sa_lines(l.ip(), r.ip()))?;
+                    }
                 }
                 // A responder keeps no state for an IKE_SA_INIT it refused
                 // with INVALID_KE_PAYLOAD or COOKIE (RFC 7296 §1.2, §2.6):
