@@ -23,8 +23,10 @@ declare -A WHAT=(
   [delete-by-sluice]="Sluice deletes the IKE SA; strongSwan removes it"
   [dpd-killed-peer]="Sluice's liveness checks declare a killed strongSwan dead"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with Sluice's key log (IDs seen, ICVs correct)"
+  [second-child-by-strongswan]="strongSwan adds a second CHILD SA with CREATE_CHILD_SA"
+  [second-child-by-sluice]="Sluice adds a second CHILD SA with CREATE_CHILD_SA"
 )
-ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke delete-by-strongswan delete-by-sluice dpd-killed-peer keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluice-initiates invalid-ke delete-by-strongswan delete-by-sluice dpd-killed-peer keylog-tshark second-child-by-strongswan second-child-by-sluice)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -45,7 +47,7 @@ PEER=(ip netns exec "${SWAN_NS}B" "$ROOT/target/release/ike-peer" --local 198.18
 
 # SPIs as "in out" from strongSwan's --list-sas and from ike-peer's output.
 sw_spis() { "$PAIR" sw A --list-sas 2>/dev/null | awk '/INSTALLED/ {f=1} f && $1=="in" {i=$2} f && $1=="out" {o=$2} END {gsub(",","",i); gsub(",","",o); print i, o}'; }
-peer_spis() { sed -n 's/.*CHILD_SA installed: SPIs \([0-9a-f]*\)_i \([0-9a-f]*\)_o.*/\1 \2/p' "$1" | head -1; }
+peer_spis() { sed -n 's/.*CHILD_SA installed: SPIs \([0-9a-f]*\)_i \([0-9a-f]*\)_o.*/\1 \2/p' "$1" | tail -1; }
 
 fail=0
 for s in "${SCEN[@]}"; do
@@ -86,6 +88,21 @@ for s in "${SCEN[@]}"; do
       wait $pid; rc=$?
       sleep 0.5
       ;;
+    second-child-by-strongswan)
+      "${PEER[@]}" --role responder --children 2 > "$log" 2>&1 & pid=$!
+      sleep 0.3
+      timeout 25 "$PAIR" sw A --initiate --ike psw --child net > "$SWAN_STATE/init.log" 2>&1
+      # strongSwan will not duplicate a CHILD SA with the same selectors: give
+      # it a second child config (narrower selectors) and initiate that.
+      conf=$SWAN_STATE/run/A/swanctl/swanctl.conf
+      sed -i '0,/^\( *\)children {/s//&\n\1  net2 {\n\1    local_ts = 198.19.1.0\/25\n\1    remote_ts = 198.19.2.0\/25\n\1    mode = tunnel\n\1  }/' "$conf"
+      "$PAIR" sw A --load-conns > "$SWAN_STATE/load.log" 2>&1
+      timeout 25 "$PAIR" sw A --initiate --ike psw --child net2 > "$SWAN_STATE/init2.log" 2>&1
+      wait $pid; rc=$?
+      ;;
+    second-child-by-sluice)
+      "${PEER[@]}" --role initiator --then second-child > "$log" 2>&1; rc=$?
+      ;;
     dpd-killed-peer)
       "${PEER[@]}" --role initiator --then dpd --retransmit 200,4 > "$log" 2>&1 & pid=$!
       for _ in $(seq 40); do grep -q 'liveness check answered' "$log" 2>/dev/null && break; sleep 0.1; done
@@ -109,6 +126,14 @@ for s in "${SCEN[@]}"; do
     fi
   fi
   case $s in
+    second-child-*)
+      n_sw=$("$PAIR" sw A --list-sas 2>/dev/null | grep -c INSTALLED)
+      n_me=$(grep -c 'CHILD_SA installed' "$log")
+      echo "    CHILD SAs installed: strongSwan $n_sw, Sluice $n_me"
+      [ "$n_sw" = 2 ] && [ "$n_me" = 2 ] || { echo "expected two CHILD SAs on each side"; ok=0; }
+      for spi in $(sed -n 's/.*CHILD_SA installed: SPIs \([0-9a-f]*\)_i.*/\1/p' "$log"); do
+        "$PAIR" sw A --list-sas 2>/dev/null | grep -q "out $spi" || { echo "strongSwan has no outbound SA $spi"; ok=0; }
+      done ;;
     delete-by-strongswan)
       grep -q 'IKE_SA deleted' "$log" && grep -q "CHILD_SA deleted: SPIs $my_in" "$log" || { echo "Sluice did not process the delete"; ok=0; } ;;
     delete-by-sluice)

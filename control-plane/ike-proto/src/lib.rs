@@ -13,7 +13,8 @@
 //! INFORMATIONAL: Delete of the IKE SA or of CHILD SAs (answered with the
 //! reverse-direction SPIs) and liveness checks, in both directions, with one
 //! request outstanding and the rest queued.
-//! Not yet: CREATE_CHILD_SA, rekeying, certificates, fragmentation.
+//! CREATE_CHILD_SA for additional CHILD SAs (no PFS yet), in both roles.
+//! Not yet: rekeying (REKEY_SA, PFS), certificates, fragmentation, EAP.
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -49,6 +49,16 @@ enum Op {
     DeleteChild(u32),
     /// Empty INFORMATIONAL: a liveness check (dead peer detection).
     Liveness,
+    /// CREATE_CHILD_SA for an additional CHILD SA (index into `child_reqs`).
+    CreateChild(usize),
+}
+
+/// An additional CHILD SA we asked for.
+struct ChildRequest {
+    spi_in: u32,
+    nonce: Vec<u8>,
+    local_ts: Vec<Selector>,
+    remote_ts: Vec<Selector>,
 }
 
 struct Pending {
@@ -88,6 +98,8 @@ pub struct IkeSa {
     ops: VecDeque<Op>,
     /// Installed CHILD SAs: (our inbound SPI, our outbound SPI).
     children: Vec<(u32, u32)>,
+    /// CREATE_CHILD_SA requests of ours (queued or outstanding).
+    child_reqs: Vec<Option<ChildRequest>>,
     pending: Option<Pending>,
     last_response: Option<(u32, Vec<u8>)>,
     local: SocketAddr,
@@ -229,6 +241,7 @@ impl IkeSa {
             my_msg_id: 0,
             ops: VecDeque::new(),
             children: Vec::new(),
+            child_reqs: Vec::new(),
             pending: None,
             last_response: None,
             local,
@@ -740,23 +753,33 @@ impl IkeSa {
         })
     }
 
+    /// Derives and reports a CHILD SA. `ni`/`nr` are the nonces of the
+    /// exchange that created it and `we_initiated` says whether we initiated
+    /// that exchange: KEYMAT's first keys protect traffic from the exchange's
+    /// initiator (RFC 7296 §2.17).
+    #[allow(clippy::too_many_arguments)]
     fn install_child(
         &mut self,
+        spi_in: u32,
         spi_out: u32,
+        ni: &[u8],
+        nr: &[u8],
+        we_initiated: bool,
         local_ts: Vec<Selector>,
         remote_ts: Vec<Selector>,
     ) -> Result<(), Error> {
         let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
         let len = self.cfg.esp.encr_len();
-        let c = child_keys(self.cfg.ike.prf, &k.sk_d, None, &self.ni, &self.nr, len, 0)
+        let c = child_keys(self.cfg.ike.prf, &k.sk_d, None, ni, nr, len, 0)
             .ok_or(Error::State("prf+"))?;
-        let (encr_in, encr_out) = match self.role {
-            Role::Initiator => (c.encr_r, c.encr_i),
-            Role::Responder => (c.encr_i, c.encr_r),
+        let (encr_in, encr_out) = if we_initiated {
+            (c.encr_r, c.encr_i)
+        } else {
+            (c.encr_i, c.encr_r)
         };
-        self.children.push((self.child_spi_in, spi_out));
+        self.children.push((spi_in, spi_out));
         self.events.push_back(Event::ChildInstalled(ChildSa {
-            spi_in: self.child_spi_in,
+            spi_in,
             spi_out,
             encr_in,
             encr_out,
@@ -814,6 +837,9 @@ impl IkeSa {
                 (State::Established, ExchangeType::INFORMATIONAL) => {
                     self.on_info_response(now, datagram, &m, rng)
                 }
+                (State::Established, ExchangeType::CREATE_CHILD_SA) => {
+                    self.on_create_child_response(now, datagram, &m, rng)
+                }
                 _ => Err(Error::Unexpected("response in the wrong state")),
             }
         } else {
@@ -836,6 +862,9 @@ impl IkeSa {
                 }
                 (State::Established, ExchangeType::INFORMATIONAL) => {
                     self.on_info_request(datagram, &m, rng)
+                }
+                (State::Established, ExchangeType::CREATE_CHILD_SA) => {
+                    self.on_create_child_request(datagram, &m, rng)
                 }
                 _ => Err(Error::Unexpected("request in the wrong state")),
             }
@@ -997,7 +1026,8 @@ impl IkeSa {
             spi_r: self.spi_r,
         });
         if let Some(spi) = child {
-            self.install_child(spi, tsr, tsi)?;
+            let (ni, nr) = (self.ni.clone(), self.nr.clone());
+            self.install_child(self.child_spi_in, spi, &ni, &nr, false, tsr, tsi)?;
         }
         Ok(())
     }
@@ -1028,7 +1058,8 @@ impl IkeSa {
         ))?;
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
-        self.install_child(spi, tsi, tsr)
+        let (ni, nr) = (self.ni.clone(), self.nr.clone());
+        self.install_child(self.child_spi_in, spi, &ni, &nr, true, tsi, tsr)
     }
 
     /// Queues an INFORMATIONAL request; sent when the window is free.
@@ -1065,9 +1096,25 @@ impl IkeSa {
                 },
             )],
             Op::Liveness => vec![],
+            Op::CreateChild(i) => {
+                let Some(Some(r)) = self.child_reqs.get(i) else {
+                    return Err(Error::State("no such CHILD SA request"));
+                };
+                vec![
+                    self.esp_sa_payload(1, r.spi_in),
+                    Payload::new(PayloadType::NONCE, Body::Nonce(r.nonce.clone())),
+                    Self::ts_payload(PayloadType::TSI, &r.local_ts),
+                    Self::ts_payload(PayloadType::TSR, &r.remote_ts),
+                ]
+            }
         };
         let id = self.my_msg_id;
-        let bytes = self.protect(ExchangeType::INFORMATIONAL, false, id, &inner, rng)?;
+        let exchange = if matches!(op, Op::CreateChild(_)) {
+            ExchangeType::CREATE_CHILD_SA
+        } else {
+            ExchangeType::INFORMATIONAL
+        };
+        let bytes = self.protect(exchange, false, id, &inner, rng)?;
         self.send_request(now, id, bytes);
         if let Some(p) = self.pending.as_mut() {
             p.op = Some(op);
@@ -1092,6 +1139,27 @@ impl IkeSa {
             return Err(Error::State("no such CHILD SA"));
         }
         self.queue(now, Op::DeleteChild(spi_in), rng)
+    }
+
+    /// Negotiates an additional CHILD SA with these selectors (RFC 7296
+    /// §1.3.1, without PFS). Returns our inbound SPI for it.
+    pub fn create_child(
+        &mut self,
+        now: Instant,
+        local_ts: Vec<Selector>,
+        remote_ts: Vec<Selector>,
+        rng: &mut dyn Random,
+    ) -> Result<u32, Error> {
+        let spi_in = random_u32(rng);
+        let nonce = random_vec(rng, 32);
+        self.child_reqs.push(Some(ChildRequest {
+            spi_in,
+            nonce,
+            local_ts,
+            remote_ts,
+        }));
+        self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
+        Ok(spi_in)
     }
 
     /// Sends a liveness check (an empty INFORMATIONAL request, RFC 7296
@@ -1137,9 +1205,124 @@ impl IkeSa {
                 }
             }
             Some(Op::Liveness) => self.events.push_back(Event::Alive),
-            None => {}
+            Some(Op::CreateChild(_)) | None => {}
         }
         self.start_next_op(now, rng)
+    }
+
+    fn on_create_child_response(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        m: &Message,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let inner = self.unprotect(datagram, m)?;
+        let op = self.pending.take().and_then(|p| p.op);
+        let Some(Op::CreateChild(i)) = op else {
+            return Err(Error::Unexpected(
+                "CREATE_CHILD_SA response to another request",
+            ));
+        };
+        let req = self.child_reqs.get_mut(i).and_then(Option::take);
+        let Some(req) = req else {
+            return Err(Error::State("CHILD SA request gone"));
+        };
+        if let Some(n) = first_error_notify(&inner) {
+            self.events.push_back(Event::Failed {
+                reason: format!("CREATE_CHILD_SA refused: {n}"),
+                notify: Some(n),
+            });
+            return self.start_next_op(now, rng);
+        }
+        ike_wire::rules::check(ExchangeType::CREATE_CHILD_SA, false, &inner)
+            .map_err(Error::Rules)?;
+        let nr = inner
+            .iter()
+            .find_map(|p| match &p.body {
+                Body::Nonce(n) => Some(n.clone()),
+                _ => None,
+            })
+            .ok_or(Error::Unexpected("no nonce"))?;
+        let spi_out = self
+            .esp_spi(&inner)
+            .ok_or(Error::Unexpected("no acceptable ESP proposal"))?;
+        let tsi = Self::selectors(&inner, PayloadType::TSI);
+        let tsr = Self::selectors(&inner, PayloadType::TSR);
+        self.install_child(req.spi_in, spi_out, &req.nonce, &nr, true, tsi, tsr)?;
+        self.start_next_op(now, rng)
+    }
+
+    fn on_create_child_request(
+        &mut self,
+        datagram: &[u8],
+        m: &Message,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let inner = self.unprotect(datagram, m)?;
+        ike_wire::rules::check(ExchangeType::CREATE_CHILD_SA, true, &inner)
+            .map_err(Error::Rules)?;
+        let msg_id = m.header.message_id;
+        self.next_msg_id = msg_id.wrapping_add(1);
+        let refuse = |sa: &mut IkeSa, n: NotifyType, rng: &mut dyn Random| -> Result<(), Error> {
+            let bytes = sa.protect(
+                ExchangeType::CREATE_CHILD_SA,
+                true,
+                msg_id,
+                &[notify(n, vec![])],
+                rng,
+            )?;
+            sa.send_response(msg_id, bytes);
+            sa.events.push_back(Event::Failed {
+                reason: format!("refused CREATE_CHILD_SA with {n}"),
+                notify: Some(n),
+            });
+            Ok(())
+        };
+        // Rekeying (REKEY_SA) and PFS (KE) come with the rekeying work.
+        let rekey = find_notify(&inner, NotifyType::REKEY_SA).is_some();
+        let pfs = inner.iter().any(|p| p.ptype == PayloadType::KE);
+        if rekey || pfs {
+            return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
+        }
+        let ni = inner
+            .iter()
+            .find_map(|p| match &p.body {
+                Body::Nonce(n) => Some(n.clone()),
+                _ => None,
+            })
+            .ok_or(Error::Unexpected("no nonce"))?;
+        let Some(spi_out) = self.esp_spi(&inner) else {
+            return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
+        };
+        let narrow = |offered: &[Selector], ours: &[Selector]| -> Vec<Selector> {
+            offered
+                .iter()
+                .flat_map(|o| ours.iter().filter_map(|c| o.intersect(c)))
+                .collect()
+        };
+        let tsi = narrow(
+            &Self::selectors(&inner, PayloadType::TSI),
+            &self.cfg.remote_ts,
+        );
+        let tsr = narrow(
+            &Self::selectors(&inner, PayloadType::TSR),
+            &self.cfg.local_ts,
+        );
+        if tsi.is_empty() || tsr.is_empty() {
+            return refuse(self, NotifyType::TS_UNACCEPTABLE, rng);
+        }
+        let spi_in = random_u32(rng);
+        let nr = random_vec(rng, 32);
+        let out = vec![
+            self.esp_sa_payload(1, spi_in),
+            Payload::new(PayloadType::NONCE, Body::Nonce(nr.clone())),
+            Self::ts_payload(PayloadType::TSI, &tsi),
+            Self::ts_payload(PayloadType::TSR, &tsr),
+        ];
+        let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
+        self.send_response(msg_id, bytes);
+        self.install_child(spi_in, spi_out, &ni, &nr, false, tsr, tsi)
     }
 
     fn on_info_request(

@@ -529,3 +529,62 @@ fn liveness_checks_both_ways_then_a_dead_peer() {
     assert_eq!(sent, 8);
     assert!(p.i_events.iter().any(|e| matches!(e, Event::PeerDead)));
 }
+
+#[test]
+fn additional_child_sas_both_ways() {
+    let mut p = established();
+    let net = |s: &str, l: u8| Selector::subnet(s.parse().unwrap(), l);
+    // Initiator asks for a narrower pair; the responder accepts it.
+    let spi =
+        p.i.create_child(
+            p.now,
+            vec![net("198.19.1.0", 25)],
+            vec![net("198.19.2.0", 25)],
+            &mut p.rng,
+        )
+        .unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    let (ic, rc) = (Pair::children(&p.i_events), Pair::children(&p.r_events));
+    assert_eq!((ic.len(), rc.len()), (2, 2));
+    assert_eq!(ic[1].spi_in, spi);
+    assert_eq!((ic[1].spi_in, ic[1].spi_out), (rc[1].spi_out, rc[1].spi_in));
+    assert_eq!(*ic[1].encr_out, *rc[1].encr_in);
+    assert_eq!(*ic[1].encr_in, *rc[1].encr_out);
+    assert_ne!(*ic[1].encr_out, *ic[0].encr_out, "fresh nonces, fresh keys");
+    assert_eq!(ic[1].remote_ts, vec![net("198.19.2.0", 25)]);
+    // The responder asks for one too: its own message-ID window starts at 0.
+    let r = p.r.as_mut().unwrap();
+    r.create_child(
+        p.now,
+        vec![net("198.19.2.0", 24)],
+        vec![net("198.19.1.0", 24)],
+        &mut p.rng,
+    )
+    .unwrap();
+    let t = r.poll_transmit().unwrap();
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &t.data, &mut p.rng);
+    let back = p.i.poll_transmit().unwrap();
+    p.r.as_mut()
+        .unwrap()
+        .handle(p.now, I_ADDR.parse().unwrap(), &back.data, &mut p.rng);
+    p.drain();
+    let (ic, rc) = (Pair::children(&p.i_events), Pair::children(&p.r_events));
+    assert_eq!((ic.len(), rc.len()), (3, 3));
+    assert_eq!(
+        *ic[2].encr_out, *rc[2].encr_in,
+        "keys split by the exchange's initiator"
+    );
+    // Selectors outside the peer's policy are refused.
+    p.i.create_child(
+        p.now,
+        vec![net("198.19.9.0", 24)],
+        vec![net("198.19.2.0", 24)],
+        &mut p.rng,
+    )
+    .unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::TS_UNACCEPTABLE)));
+    assert_eq!(p.i.state(), State::Established);
+}

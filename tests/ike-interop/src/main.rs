@@ -7,7 +7,8 @@
 //! usage: ike-peer --role initiator|responder --local IP --remote IP
 //!        --id ID --remote-id ID --psk KEY --local-ts CIDR --remote-ts CIDR
 //!        [--groups 31,19,20] [--timeout SECONDS] [--retransmit MS,TRIES]
-//!        [--then linger|delete|wait-delete|dpd] [--keylog DIR]
+//!        [--then linger|delete|wait-delete|dpd|second-child] [--children N]
+//!        [--keylog DIR]
 
 use ike_crypto::ke::DhGroup;
 use ike_crypto::prf::Prf;
@@ -159,6 +160,12 @@ fn run() -> Result<(), String> {
     // deletes it), dpd (liveness checks every second until the peer is dead).
     let then = opt(&args, "--then").unwrap_or_else(|_| "linger".into());
     let mut acted = false;
+    // CHILD SAs to see before lingering ends (the peer may add some).
+    let mut want_children: usize = opt(&args, "--children")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let mut children = 0usize;
     // Opt-in key log for Wireshark (secrets: mode 0600).
     let keylog = opt(&args, "--keylog").ok().map(std::path::PathBuf::from);
     let mut next_dpd = start;
@@ -170,7 +177,21 @@ fn run() -> Result<(), String> {
         }
         if let Some(t) = done_at {
             match then.as_str() {
-                "linger" if now - t > Duration::from_secs(2) => return Ok(()),
+                "linger" if now - t > Duration::from_secs(2) && children >= want_children => {
+                    return Ok(())
+                }
+                "second-child" if !acted => {
+                    if let Some(s) = sa.as_mut() {
+                        println!("requesting a second CHILD SA (CREATE_CHILD_SA)");
+                        s.create_child(now, cfg.local_ts.clone(), cfg.remote_ts.clone(), &mut rng)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    acted = true;
+                    want_children = 2;
+                }
+                "second-child" if children >= 2 && now - t > Duration::from_secs(2) => {
+                    return Ok(())
+                }
                 "delete" if now - t > Duration::from_secs(1) && !acted => {
                     if let Some(s) = sa.as_mut() {
                         println!("deleting the IKE SA");
@@ -248,7 +269,10 @@ fn run() -> Result<(), String> {
                         "CHILD_SA installed: SPIs {:08x}_i {:08x}_o TS {:?} === {:?}",
                         c.spi_in, c.spi_out, c.local_ts, c.remote_ts
                     );
-                    done_at = Some(now);
+                    children += 1;
+                    if done_at.is_none() || children >= want_children {
+                        done_at = Some(now);
+                    }
                     if let Some(dir) = &keylog {
                         let (l, r) = s.addresses();
                         write_keylog(dir, "esp_sa", &c.wireshark_esp_sa_lines(l.ip(), r.ip()))?;
