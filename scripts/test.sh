@@ -45,6 +45,7 @@ step loom       loom
 step esp-tshark tests/interop/esp-tshark.sh
 step esp-strongswan as_root tests/interop/esp-strongswan.sh
 step ike-strongswan as_root tests/interop/ike-strongswan.sh
+step sluiced-strongswan as_root tests/interop/strongswan.sh
 step perf-smoke perf/run esp --quick
 
 echo

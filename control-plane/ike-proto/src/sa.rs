@@ -967,8 +967,12 @@ impl IkeSa {
     ) -> Result<(), Error> {
         let inner = self.unprotect(datagram, m)?;
         ike_wire::rules::check(ExchangeType::IKE_AUTH, true, &inner).map_err(Error::Rules)?;
-        // Authenticated from here on: the peer moved to its NAT-T port.
+        // Authenticated from here on: the peer moved to its NAT-T port, and
+        // so did we (§2.23).
         self.remote = from;
+        if self.nat_detected {
+            self.local.set_port(4500);
+        }
         let msg_id = m.header.message_id;
         self.next_msg_id = msg_id + 1;
         if let Err(n) = self.verify_peer(&inner) {

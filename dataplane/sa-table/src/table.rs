@@ -961,6 +961,25 @@ impl ReaderThread {
         self.m.worker(worker)
     }
 
+    /// Every live SA with its handle and counters: a consistent copy per SA
+    /// (for status tools; not a per-packet path).
+    pub fn live_sas(&self) -> Vec<(SaHandle, SaConfig, CounterSnapshot)> {
+        (0..self.m.off.sa_capacity as u32)
+            .filter_map(|slot| {
+                let (g, w) = self.m.cold(slot).rec.read()?;
+                let cfg = SaConfig::from_words(&w)?;
+                Some((
+                    SaHandle {
+                        slot,
+                        generation: g,
+                    },
+                    cfg,
+                    self.m.counters(slot).snapshot(),
+                ))
+            })
+            .collect()
+    }
+
     /// Announces a quiescent point (once per burst loop).
     pub fn quiescent(&self) {
         let h = self.m.header();

@@ -1,0 +1,367 @@
+//! sluiced's configuration file (TOML). See docs/sluiced.md for every key.
+
+use ike_crypto::ke::DhGroup;
+use ike_crypto::prf::Prf;
+use ike_crypto::sk::{Integ, Suite};
+use ike_proto::{EspProposal, Identity, IkeProposal, Retransmit, Selector};
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The embedded default: the responder side of the demo and of the shared
+/// strongSwan interop pair (site B, 198.18.0.2, protecting 198.19.2.0/24).
+pub(crate) const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    /// Daemon-wide settings.
+    #[serde(default)]
+    pub(crate) daemon: Daemon,
+    /// IKE connections.
+    #[serde(default, rename = "connection")]
+    pub(crate) connections: Vec<Connection>,
+}
+
+/// Daemon-wide settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Daemon {
+    /// The shared-memory SA table sluice-dp reads.
+    pub(crate) sa_table: PathBuf,
+    /// SA slots when the table is created (two per CHILD SA).
+    pub(crate) sa_capacity: u32,
+    /// Policy slots when the table is created.
+    pub(crate) policy_capacity: u32,
+    /// Responder IKE SAs waiting for IKE_AUTH, at most (more are dropped).
+    pub(crate) max_half_open: usize,
+    /// Opt-in key log directory for Wireshark (ikev2_decryption_table and
+    /// esp_sa, mode 0600). Secrets: leave unset in production.
+    pub(crate) keylog: Option<PathBuf>,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            sa_table: PathBuf::from("/dev/shm/sluice/sa-table"),
+            sa_capacity: 8192,
+            policy_capacity: 4096,
+            max_half_open: 1000,
+            keylog: None,
+        }
+    }
+}
+
+/// What to do with a connection at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum StartAction {
+    /// Wait for the peer.
+    #[default]
+    None,
+    /// Initiate at start-up.
+    Initiate,
+}
+
+/// One IKE peer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Connection {
+    /// Name used in logs.
+    pub(crate) name: String,
+    /// Our address (one; IPv4 or IPv6).
+    pub(crate) local_addr: IpAddr,
+    /// The peer's address.
+    pub(crate) remote_addr: IpAddr,
+    /// Our identity (FQDN, e-mail or IP address).
+    pub(crate) local_id: String,
+    /// The identity the peer must prove.
+    pub(crate) remote_id: String,
+    /// Pre-shared key, inline...
+    pub(crate) psk: Option<String>,
+    /// ...or read from this file (recommended; mode 0600).
+    pub(crate) psk_file: Option<PathBuf>,
+    /// IKE proposal, strongSwan syntax (`aes128-sha256-x25519`,
+    /// `aes256gcm16-prfsha384-ecp384-x25519`, ...).
+    #[serde(default = "default_ike")]
+    pub(crate) ike_proposal: String,
+    /// ESP proposal: `aes128gcm16` or `aes256gcm16`.
+    #[serde(default = "default_esp")]
+    pub(crate) esp_proposal: String,
+    /// `none` or `initiate`.
+    #[serde(default)]
+    pub(crate) start_action: StartAction,
+    /// Seconds between liveness checks of an idle IKE SA (0 = off).
+    #[serde(default = "default_dpd")]
+    pub(crate) dpd_delay: u64,
+    /// First retransmission timeout, milliseconds.
+    #[serde(default = "default_rt_initial")]
+    pub(crate) retransmit_initial_ms: u64,
+    /// Transmissions of a request before the peer is declared dead.
+    #[serde(default = "default_rt_tries")]
+    pub(crate) retransmit_tries: u32,
+    /// CHILD SAs (policies).
+    #[serde(rename = "child")]
+    pub(crate) children: Vec<Child>,
+}
+
+/// A CHILD SA's traffic selectors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Child {
+    /// Name used in logs.
+    pub(crate) name: String,
+    /// Our side, CIDR (`198.19.2.0/24`, `0.0.0.0/0` for route-based).
+    pub(crate) local_ts: Vec<String>,
+    /// The peer's side.
+    pub(crate) remote_ts: Vec<String>,
+}
+
+fn default_ike() -> String {
+    "aes128-sha256-x25519-ecp256".into()
+}
+fn default_esp() -> String {
+    "aes128gcm16".into()
+}
+fn default_dpd() -> u64 {
+    30
+}
+fn default_rt_initial() -> u64 {
+    1000
+}
+fn default_rt_tries() -> u32 {
+    8
+}
+
+/// Parses a strongSwan-style IKE proposal.
+pub(crate) fn parse_ike_proposal(s: &str) -> Result<IkeProposal, String> {
+    let mut suite = None;
+    let mut integ = None;
+    let mut prf = None;
+    let mut groups = Vec::new();
+    for t in s.split('-') {
+        match t {
+            "aes128" => suite = Some((16, false)),
+            "aes256" => suite = Some((32, false)),
+            "aes128gcm16" => suite = Some((16, true)),
+            "aes256gcm16" => suite = Some((32, true)),
+            "sha256" => integ = Some(Integ::HmacSha256_128),
+            "sha384" => integ = Some(Integ::HmacSha384_192),
+            "sha512" => integ = Some(Integ::HmacSha512_256),
+            "prfsha256" => prf = Some(Prf::HmacSha256),
+            "prfsha384" => prf = Some(Prf::HmacSha384),
+            "prfsha512" => prf = Some(Prf::HmacSha512),
+            "x25519" | "curve25519" => groups.push(DhGroup::Curve25519),
+            "ecp256" => groups.push(DhGroup::Ecp256),
+            "ecp384" => groups.push(DhGroup::Ecp384),
+            other => {
+                return Err(format!(
+                    "IKE proposal {s:?}: unknown or unsupported algorithm {other:?}"
+                ))
+            }
+        }
+    }
+    let (key_len, gcm) =
+        suite.ok_or_else(|| format!("IKE proposal {s:?}: no encryption algorithm"))?;
+    if groups.is_empty() {
+        return Err(format!("IKE proposal {s:?}: no key exchange group"));
+    }
+    let suite = if gcm {
+        Suite::AesGcm16 { key_len }
+    } else {
+        Suite::AesCbc {
+            key_len,
+            integ: integ.ok_or_else(|| {
+                format!("IKE proposal {s:?}: AES-CBC needs an integrity algorithm")
+            })?,
+        }
+    };
+    // As in strongSwan: without a prf token the PRF follows the integrity
+    // algorithm (and defaults to SHA-256 for AEAD).
+    let prf = prf.unwrap_or(match integ {
+        Some(Integ::HmacSha384_192) => Prf::HmacSha384,
+        Some(Integ::HmacSha512_256) => Prf::HmacSha512,
+        _ => Prf::HmacSha256,
+    });
+    Ok(IkeProposal { suite, prf, groups })
+}
+
+/// Parses an ESP proposal.
+pub(crate) fn parse_esp_proposal(s: &str) -> Result<EspProposal, String> {
+    match s {
+        "aes128gcm16" | "aes128gcm16-noesn" => Ok(EspProposal { aes_gcm_bits: 128 }),
+        "aes256gcm16" | "aes256gcm16-noesn" => Ok(EspProposal { aes_gcm_bits: 256 }),
+        other => Err(format!(
+            "ESP proposal {other:?}: supported are aes128gcm16 and aes256gcm16"
+        )),
+    }
+}
+
+/// Parses `ADDR/LEN`.
+pub(crate) fn parse_cidr(s: &str) -> Result<Selector, String> {
+    let (a, l) = s
+        .split_once('/')
+        .unwrap_or((s, if s.contains(':') { "128" } else { "32" }));
+    let addr: IpAddr = a.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let len: u8 = l.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("{s:?}: prefix longer than {max}"));
+    }
+    Ok(Selector::subnet(addr, len))
+}
+
+fn identity(s: &str) -> Identity {
+    if let Ok(a) = s.parse::<IpAddr>() {
+        Identity::Addr(a)
+    } else if s.contains('@') {
+        Identity::Email(s.to_string())
+    } else {
+        Identity::Fqdn(s.to_string())
+    }
+}
+
+/// A connection ready for ike-proto.
+pub(crate) struct Resolved {
+    /// Name.
+    pub(crate) name: String,
+    /// Our address.
+    pub(crate) local: IpAddr,
+    /// The peer's.
+    pub(crate) remote: IpAddr,
+    /// Start action.
+    pub(crate) start: StartAction,
+    /// DPD interval.
+    pub(crate) dpd: Option<Duration>,
+    /// The protocol configuration.
+    pub(crate) ike: ike_proto::Config,
+}
+
+impl File {
+    /// Parses and checks a configuration.
+    pub(crate) fn parse(text: &str) -> Result<File, String> {
+        toml::from_str(text).map_err(|e| format!("configuration: {e}"))
+    }
+
+    /// Every connection, validated and resolved.
+    pub(crate) fn resolve(&self) -> Result<Vec<Resolved>, String> {
+        let mut out = Vec::new();
+        for c in &self.connections {
+            let ctx = |e: String| format!("connection {:?}: {e}", c.name);
+            let psk = match (&c.psk, &c.psk_file) {
+                (Some(p), None) => p.clone().into_bytes(),
+                (None, Some(f)) => std::fs::read(f)
+                    .map(|mut v| {
+                        while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                            v.pop();
+                        }
+                        v
+                    })
+                    .map_err(|e| ctx(format!("psk_file {}: {e}", f.display())))?,
+                _ => return Err(ctx("exactly one of psk and psk_file is required".into())),
+            };
+            if psk.len() < 16 {
+                return Err(ctx("pre-shared key shorter than 16 bytes".into()));
+            }
+            if c.local_addr.is_ipv4() != c.remote_addr.is_ipv4() {
+                return Err(ctx(
+                    "local_addr and remote_addr of different families".into()
+                ));
+            }
+            if c.children.is_empty() {
+                return Err(ctx("at least one [[connection.child]] is required".into()));
+            }
+            let mut local_ts = Vec::new();
+            let mut remote_ts = Vec::new();
+            for ch in &c.children {
+                let cctx = |e: String| ctx(format!("child {:?}: {e}", ch.name));
+                if ch.local_ts.is_empty() || ch.remote_ts.is_empty() {
+                    return Err(cctx("local_ts and remote_ts must not be empty".into()));
+                }
+                for t in &ch.local_ts {
+                    local_ts.push(parse_cidr(t).map_err(cctx)?);
+                }
+                for t in &ch.remote_ts {
+                    remote_ts.push(parse_cidr(t).map_err(cctx)?);
+                }
+            }
+            out.push(Resolved {
+                name: c.name.clone(),
+                local: c.local_addr,
+                remote: c.remote_addr,
+                start: c.start_action,
+                dpd: (c.dpd_delay > 0).then(|| Duration::from_secs(c.dpd_delay)),
+                ike: ike_proto::Config {
+                    local_id: identity(&c.local_id),
+                    remote_id: identity(&c.remote_id),
+                    psk: zeroize::Zeroizing::new(psk),
+                    ike: parse_ike_proposal(&c.ike_proposal).map_err(ctx)?,
+                    esp: parse_esp_proposal(&c.esp_proposal).map_err(ctx)?,
+                    local_ts,
+                    remote_ts,
+                    retransmit: Retransmit {
+                        initial: Duration::from_millis(c.retransmit_initial_ms.max(10)),
+                        max: Duration::from_secs(64),
+                        tries: c.retransmit_tries.max(1),
+                    },
+                },
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let f = File::parse(DEFAULT_CONFIG).unwrap();
+        let r = f.resolve().unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].ike.ike.groups,
+            vec![DhGroup::Curve25519, DhGroup::Ecp256]
+        );
+    }
+
+    #[test]
+    fn proposals() {
+        let p = parse_ike_proposal("aes256gcm16-prfsha384-ecp384").unwrap();
+        assert_eq!(p.suite, Suite::AesGcm16 { key_len: 32 });
+        assert_eq!(p.prf, Prf::HmacSha384);
+        let p = parse_ike_proposal("aes128-sha512-x25519").unwrap();
+        assert_eq!(p.prf, Prf::HmacSha512);
+        assert!(parse_ike_proposal("aes128-x25519")
+            .unwrap_err()
+            .contains("integrity"));
+        assert!(parse_ike_proposal("des-sha1-modp768")
+            .unwrap_err()
+            .contains("\"des\""));
+        assert!(parse_esp_proposal("3des").is_err());
+        assert!(parse_cidr("198.19.0.0/33").is_err());
+        assert_eq!(
+            parse_cidr("2001:db8::1").unwrap().start,
+            parse_cidr("2001:db8::1/128").unwrap().end
+        );
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        assert!(File::parse("[[connection]]\nname = 1")
+            .unwrap_err()
+            .contains("configuration"));
+        let f = File::parse(
+            &DEFAULT_CONFIG.replace("psk = \"sluice-interop-psk-0123456789\"", "psk = \"short\""),
+        )
+        .unwrap();
+        assert!(f.resolve().err().unwrap().contains("shorter than 16"));
+        assert!(
+            File::parse("[daemon]\nbogus = 1").is_err(),
+            "unknown keys are refused"
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! The event loop: sockets, IKE SAs, the SA table.
+//!
+//! One thread polls non-blocking UDP sockets (500 and 4500 per local
+//! address), feeds datagrams to the sans-IO IKE SAs, sends what they queue,
+//! runs their timers and turns their events into SA-table changes.
+
+use crate::config::{Daemon, Resolved, StartAction};
+use ike_proto::{ChildSa, Event, IkeSa, Random, Selector, State};
+use ike_wire::{ExchangeType, Message};
+use ring::rand::SecureRandom;
+use sluice_sa_table::{
+    Action, Capacity, Direction, Lifetimes, Policy, PolicyId, Prefix, SaConfig, SaHandle, Writer,
+};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{debug, error, info, info_span, warn};
+
+struct OsRandom(ring::rand::SystemRandom);
+
+impl Random for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if self.0.fill(buf).is_err() {
+            error!("the OS random number generator failed; stopping");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A CHILD SA written into the table.
+struct Installed {
+    spi_in: u32,
+    spi_out: u32,
+    h_in: SaHandle,
+    h_out: SaHandle,
+    policies: Vec<PolicyId>,
+}
+
+struct Entry {
+    conn: usize,
+    sa: IkeSa,
+    children: Vec<Installed>,
+    next_dpd: Option<Instant>,
+}
+
+struct Daemon2 {
+    conns: Vec<Resolved>,
+    sockets: HashMap<SocketAddr, UdpSocket>,
+    entries: HashMap<u64, Entry>,
+    by_spi: HashMap<(u64, IpAddr), u64>,
+    next_id: u64,
+    writer: Writer,
+    keylog: Option<std::path::PathBuf>,
+    max_half_open: usize,
+    rng: OsRandom,
+    next_sa_id: u64,
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
+    if let Some(dir) = cfg.sa_table.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let writer = Writer::create_or_attach(
+        &cfg.sa_table,
+        Capacity {
+            sas: cfg.sa_capacity,
+            policies: cfg.policy_capacity,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let stale = writer.live_sas();
+    info!(path = %cfg.sa_table.display(), stale = stale.len(), "SA table attached");
+    let mut d = Daemon2 {
+        sockets: HashMap::new(),
+        entries: HashMap::new(),
+        by_spi: HashMap::new(),
+        next_id: 1,
+        writer,
+        keylog: cfg.keylog.clone(),
+        max_half_open: cfg.max_half_open,
+        rng: OsRandom(ring::rand::SystemRandom::new()),
+        next_sa_id: 1,
+        conns,
+    };
+    // SAs left by a previous run have no IKE SA any more: remove them (the
+    // peers will renegotiate; keeping them would leave orphans).
+    for (h, c) in stale {
+        warn!(
+            spi = format_args!("{:08x}", c.spi),
+            "removing SA left by a previous run"
+        );
+        let _ = d.writer.delete_sa(h);
+    }
+    let pols: Vec<_> = d.writer.policies().into_iter().map(|(id, _)| id).collect();
+    for id in pols {
+        let _ = d.writer.remove_policy(id);
+    }
+    let _ = d.writer.commit();
+    for c in &d.conns {
+        for port in [500u16, 4500] {
+            let addr = SocketAddr::new(c.local, port);
+            if d.sockets.contains_key(&addr) {
+                continue;
+            }
+            let s = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            info!(%addr, "listening");
+            d.sockets.insert(addr, s);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let now = Instant::now();
+    for i in 0..d.conns.len() {
+        if d.conns[i].start == StartAction::Initiate {
+            d.initiate(i, now);
+        }
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut stopping: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if stop.load(Ordering::Relaxed) && stopping.is_none() {
+            info!(ike_sas = d.entries.len(), "SIGTERM: deleting IKE SAs");
+            stopping = Some(now);
+            let ids: Vec<u64> = d.entries.keys().copied().collect();
+            for id in ids {
+                if let Some(e) = d.entries.get_mut(&id) {
+                    let span = info_span!("conn", name = %d.conns[e.conn].name);
+                    let _g = span.enter();
+                    if e.sa.state() == State::Established {
+                        let _ = e.sa.delete(now, &mut d.rng);
+                    }
+                    d.pump(id);
+                }
+            }
+        }
+        if let Some(t) = stopping {
+            let busy = d
+                .entries
+                .values()
+                .any(|e| e.sa.state() == State::Established);
+            if !busy || now - t > Duration::from_secs(3) {
+                let ids: Vec<u64> = d.entries.keys().copied().collect();
+                for id in ids {
+                    d.remove(id, "shutdown");
+                }
+                info!("stopped");
+                return Ok(());
+            }
+        }
+        let mut idle = true;
+        let addrs: Vec<SocketAddr> = d.sockets.keys().copied().collect();
+        for local in addrs {
+            for _ in 0..64 {
+                let Some(sock) = d.sockets.get(&local) else {
+                    break;
+                };
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    break;
+                };
+                idle = false;
+                let mut data = &buf[..n];
+                if local.port() == 4500 {
+                    match data.get(..4) {
+                        Some([0, 0, 0, 0]) => data = &data[4..],
+                        // ESP and NAT-T keepalives are the data plane's.
+                        _ => continue,
+                    }
+                }
+                let data = data.to_vec();
+                d.receive(now, local, from, &data);
+            }
+        }
+        d.timers(now);
+        if idle {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn describe(data: &[u8]) -> String {
+    match Message::parse(data) {
+        Ok(m) => {
+            let h = m.header;
+            format!(
+                "{} {} {} {} SPIs {:016x}_i {:016x}_r",
+                h.exchange,
+                if h.is_response() {
+                    "response"
+                } else {
+                    "request"
+                },
+                h.message_id,
+                Message::summary(&m.payloads),
+                h.spi_i,
+                h.spi_r
+            )
+        }
+        Err(e) => format!("unparsable ({e})"),
+    }
+}
+
+fn prefix_of(s: &Selector) -> Option<Prefix> {
+    let (a, b) = match (s.start, s.end) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b))),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
+        _ => return None,
+    };
+    let width = if s.start.is_ipv4() { 32 } else { 128 };
+    let host_bits = (a ^ b).count_ones();
+    let size = b.checked_sub(a)?.checked_add(1);
+    // A CIDR block: a is aligned and the range is a power of two.
+    let ok = size.is_some_and(|n| n.is_power_of_two() && a & (n - 1) == 0)
+        || (a == 0 && b == (u128::MAX >> (128 - width)));
+    ok.then(|| Prefix {
+        addr: s.start,
+        len: (width - host_bits) as u8,
+    })
+}
+
+impl Daemon2 {
+    fn initiate(&mut self, conn: usize, now: Instant) {
+        let c = &self.conns[conn];
+        let span = info_span!("conn", name = %c.name);
+        let _g = span.enter();
+        match IkeSa::initiate(
+            c.ike.clone(),
+            SocketAddr::new(c.local, 500),
+            SocketAddr::new(c.remote, 500),
+            now,
+            &mut self.rng,
+        ) {
+            Ok(sa) => {
+                info!(peer = %c.remote, "initiating");
+                let id = self.add(conn, sa);
+                self.pump(id);
+            }
+            Err(e) => error!("cannot initiate: {e}"),
+        }
+    }
+
+    fn add(&mut self, conn: usize, sa: IkeSa) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (spi_i, _) = sa.spis();
+        self.by_spi.insert((spi_i, self.conns[conn].remote), id);
+        let next_dpd = self.conns[conn].dpd.map(|d| Instant::now() + d);
+        self.entries.insert(
+            id,
+            Entry {
+                conn,
+                sa,
+                children: Vec::new(),
+                next_dpd,
+            },
+        );
+        id
+    }
+
+    fn receive(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        let Ok(m) = Message::parse(data) else {
+            debug!(%from, "dropped an unparsable IKE datagram");
+            return;
+        };
+        let h = m.header;
+        if let Some(&id) = self.by_spi.get(&(h.spi_i, from.ip())) {
+            let Some(e) = self.entries.get_mut(&id) else {
+                return;
+            };
+            let span = info_span!("conn", name = %self.conns[e.conn].name);
+            let _g = span.enter();
+            info!(%from, "received {}", describe(data));
+            e.sa.handle(now, from, data, &mut self.rng);
+            self.pump(id);
+            return;
+        }
+        if h.exchange != ExchangeType::IKE_SA_INIT || h.is_response() || h.spi_r != 0 {
+            debug!(%from, "no IKE SA for {}", describe(data));
+            return;
+        }
+        let Some(conn) = self
+            .conns
+            .iter()
+            .position(|c| c.remote == from.ip() && c.local == local.ip())
+        else {
+            info!(%from, "IKE_SA_INIT from an unknown peer: dropped");
+            return;
+        };
+        let half_open = self
+            .entries
+            .values()
+            .filter(|e| e.sa.state() == State::InitAnswered)
+            .count();
+        if half_open >= self.max_half_open {
+            warn!(%from, half_open, "too many half-open IKE SAs: IKE_SA_INIT dropped");
+            return;
+        }
+        let span = info_span!("conn", name = %self.conns[conn].name);
+        let _g = span.enter();
+        info!(%from, "received {}", describe(data));
+        match IkeSa::accept(
+            self.conns[conn].ike.clone(),
+            local,
+            from,
+            now,
+            data,
+            &mut self.rng,
+        ) {
+            Ok(sa) => {
+                let id = self.add(conn, sa);
+                self.pump(id);
+            }
+            Err(e) => info!(%from, "IKE_SA_INIT refused: {e}"),
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.entries.keys().copied().collect();
+        for id in ids {
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let span = info_span!("conn", name = %self.conns[e.conn].name);
+            let _g = span.enter();
+            if e.sa.poll_timeout().is_some_and(|t| t <= now) {
+                e.sa.handle_timeout(now);
+                self.pump(id);
+                continue;
+            }
+            let dpd = self.conns[e.conn].dpd;
+            if let (Some(t), Some(d)) = (e.next_dpd, dpd) {
+                if now >= t && e.sa.state() == State::Established {
+                    e.next_dpd = Some(now + d);
+                    if e.sa.poll_timeout().is_none() {
+                        let _ = e.sa.check_liveness(now, &mut self.rng);
+                        self.pump(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what the SA queued and acts on its events.
+    fn pump(&mut self, id: u64) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        // Callers enter the connection's span.
+        let (local, _) = e.sa.addresses();
+        while let Some(t) = e.sa.poll_transmit() {
+            let port = if t.dst.port() == 500 { 500 } else { 4500 };
+            let Some(sock) = self.sockets.get(&SocketAddr::new(local.ip(), port)) else {
+                error!("no socket for {}:{port}", local.ip());
+                continue;
+            };
+            info!(to = %t.dst, "sending {}", describe(&t.data));
+            let mut bytes = Vec::with_capacity(t.data.len() + 4);
+            if port == 4500 {
+                bytes.extend_from_slice(&[0; 4]);
+            }
+            bytes.extend_from_slice(&t.data);
+            if let Err(err) = sock.send_to(&bytes, t.dst) {
+                warn!(to = %t.dst, "send failed: {err}");
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(ev) = e.sa.poll_event() {
+            events.push(ev);
+        }
+        let mut close = None;
+        for ev in events {
+            match ev {
+                Event::Established { spi_i, spi_r } => {
+                    info!("IKE_SA established, SPIs {spi_i:016x}_i {spi_r:016x}_r");
+                    if let Some(e) = self.entries.get(&id) {
+                        self.keylog_ike(&e.sa);
+                    }
+                }
+                Event::ChildInstalled(c) => self.install(id, c),
+                Event::ChildDeleted { spi_in, spi_out } => self.uninstall(id, spi_in, spi_out),
+                Event::Deleted => close = Some("deleted"),
+                Event::PeerDead => close = Some("peer dead (no answer to retransmissions)"),
+                Event::Failed { reason, notify } => {
+                    warn!(?notify, "{reason}");
+                    if self
+                        .entries
+                        .get(&id)
+                        .is_some_and(|e| e.sa.state() == State::Closed)
+                    {
+                        close = Some("failed");
+                    }
+                }
+                Event::Alive => debug!("liveness check answered"),
+                Event::LivenessAnswered => debug!("answered a liveness check"),
+                Event::Dropped(why) => info!("dropped a datagram: {why}"),
+            }
+        }
+        if let Some(why) = close {
+            self.remove(id, why);
+        }
+    }
+
+    fn install(&mut self, id: u64, c: ChildSa) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        let (local, remote) = e.sa.addresses();
+        let now_s = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let key_bits = c.esp.aes_gcm_bits;
+        let mk =
+            |dir: Direction, spi: u32, src: SocketAddr, dst: SocketAddr, key: &[u8], sa_id: u64| {
+                SaConfig {
+                    sa_id,
+                    child_id: c.spi_in,
+                    direction: dir,
+                    spi,
+                    src: src.ip(),
+                    dst: dst.ip(),
+                    encap: c.nat_t.then_some((src.port(), dst.port())),
+                    encr_id: 20,
+                    key_bits,
+                    integ_id: 0,
+                    encr_key: key.to_vec(),
+                    integ_key: Vec::new(),
+                    esn: false,
+                    replay_window: 4096,
+                    lifetimes: Lifetimes::default(),
+                    installed_at: now_s,
+                }
+            };
+        let inbound = mk(
+            Direction::Inbound,
+            c.spi_in,
+            remote,
+            local,
+            &c.encr_in,
+            self.next_sa_id,
+        );
+        let outbound = mk(
+            Direction::Outbound,
+            c.spi_out,
+            local,
+            remote,
+            &c.encr_out,
+            self.next_sa_id + 1,
+        );
+        self.next_sa_id += 2;
+        let h_in = match self.writer.insert_sa(&inbound) {
+            Ok(h) => h,
+            Err(err) => return error!("installing inbound SA {:08x}: {err}", c.spi_in),
+        };
+        let h_out = match self.writer.insert_sa(&outbound) {
+            Ok(h) => h,
+            Err(err) => {
+                let _ = self.writer.delete_sa(h_in);
+                return error!("installing outbound SA {:08x}: {err}", c.spi_out);
+            }
+        };
+        let mut policies = Vec::new();
+        for l in &c.local_ts {
+            for r in &c.remote_ts {
+                let (Some(lp), Some(rp)) = (prefix_of(l), prefix_of(r)) else {
+                    warn!(
+                        ?l,
+                        ?r,
+                        "selector range is not a prefix: no policy installed for it"
+                    );
+                    continue;
+                };
+                match self
+                    .writer
+                    .add_policy(Policy::between(lp, rp, Action::Protect))
+                {
+                    Ok(p) => {
+                        let _ = self.writer.bind_policy(p, Some(h_out));
+                        policies.push(p);
+                    }
+                    Err(err) => error!("policy {lp:?} -> {rp:?}: {err}"),
+                }
+            }
+        }
+        if let Err(err) = self.writer.commit() {
+            error!("publishing policies: {err}");
+        }
+        info!(
+            "CHILD_SA installed with SPIs {:08x}_i {:08x}_o, TS {:?} === {:?}, {}",
+            c.spi_in,
+            c.spi_out,
+            c.local_ts,
+            c.remote_ts,
+            if c.nat_t { "UDP-encapsulated" } else { "ESP" }
+        );
+        if let Some(dir) = &self.keylog {
+            if let Err(err) = append(
+                dir,
+                "esp_sa",
+                &c.wireshark_esp_sa_lines(local.ip(), remote.ip()),
+            ) {
+                warn!("key log: {err}");
+            }
+        }
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.children.push(Installed {
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                h_in,
+                h_out,
+                policies,
+            });
+        }
+    }
+
+    fn uninstall(&mut self, id: u64, spi_in: u32, spi_out: u32) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let Some(pos) = e.children.iter().position(|c| c.spi_in == spi_in) else {
+            return;
+        };
+        let c = e.children.remove(pos);
+        self.remove_child(c);
+        info!("CHILD_SA deleted, SPIs {spi_in:08x}_i {spi_out:08x}_o");
+    }
+
+    fn remove_child(&mut self, c: Installed) {
+        for p in c.policies {
+            let _ = self.writer.remove_policy(p);
+        }
+        let _ = self.writer.delete_sa(c.h_out);
+        let _ = self.writer.delete_sa(c.h_in);
+        if let Err(err) = self.writer.commit() {
+            error!("publishing policies: {err}");
+        }
+    }
+
+    fn remove(&mut self, id: u64, why: &str) {
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        let (spi_i, spi_r) = e.sa.spis();
+        self.by_spi.retain(|_, v| *v != id);
+        for c in e.children {
+            info!(
+                "CHILD_SA removed, SPIs {:08x}_i {:08x}_o ({why})",
+                c.spi_in, c.spi_out
+            );
+            self.remove_child(c);
+        }
+        info!(conn = %self.conns[e.conn].name, "IKE_SA {spi_i:016x}_i {spi_r:016x}_r closed: {why}");
+    }
+
+    fn keylog_ike(&self, sa: &IkeSa) {
+        if let (Some(dir), Some(line)) = (&self.keylog, sa.wireshark_ikev2_line()) {
+            if let Err(err) = append(dir, "ikev2_decryption_table", &[line]) {
+                warn!("key log: {err}");
+            }
+        }
+    }
+}
+
+/// Appends to a key log table, created with mode 0600.
+fn append(dir: &std::path::Path, name: &str, lines: &[String]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for l in lines {
+        writeln!(f, "{l}").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_from_ranges() {
+        let s = Selector::subnet("198.19.2.0".parse().unwrap(), 24);
+        assert_eq!(
+            prefix_of(&s),
+            Some(Prefix {
+                addr: s.start,
+                len: 24
+            })
+        );
+        let all = Selector::subnet("0.0.0.0".parse().unwrap(), 0);
+        assert_eq!(prefix_of(&all).map(|p| p.len), Some(0));
+        let v6 = Selector::subnet("2001:db8::".parse().unwrap(), 48);
+        assert_eq!(prefix_of(&v6).map(|p| p.len), Some(48));
+        let odd = Selector {
+            start: "198.19.2.1".parse().unwrap(),
+            end: "198.19.2.6".parse().unwrap(),
+            proto: 0,
+            ports: (0, 65535),
+        };
+        assert_eq!(prefix_of(&odd), None);
+    }
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# strongswan.sh - sluiced against a real strongSwan (the shared interop pair).
+#
+# strongSwan runs in <ns>A (198.18.0.1, ONLY=A), sluiced in <ns>B (198.18.0.2)
+# with a configuration generated per scenario; namespaces are named with a
+# prefix unique to the run and removed on exit, also on failure. Checks read
+# strongSwan's `swanctl --list-sas` and the SAs sluiced wrote into its shared
+# SA table (`sluiced show`), and compare the ESP keys with strongSwan's own key
+# log. IKE_PROPOSALS / ESP_PROPOSALS (strongSwan syntax) go to both sides.
+#
+# usage: tests/interop/strongswan.sh [SCENARIO ...] | --list        (root)
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SHARED=${SLUICE_SHARED:-$ROOT/../shared}
+PAIR=$SHARED/interop/strongswan-pair.sh
+
+declare -A WHAT=(
+  [psk-sw-initiates]="strongSwan initiates to sluiced (PSK); CHILD SA in both with matching SPIs and keys"
+  [psk-sluiced-initiates]="sluiced initiates at start-up (start_action = initiate); same checks"
+  [create-child-sa]="strongSwan adds a second CHILD SA (CREATE_CHILD_SA); four SAs in the table"
+  [delete-by-strongswan]="strongSwan deletes the IKE SA; sluiced empties the SA table"
+  [sigterm-deletes]="SIGTERM: sluiced deletes its IKE SA at strongSwan and empties the table"
+  [dpd-killed-peer]="DPD: strongSwan is killed; sluiced declares it dead and removes the SAs"
+  [invalid-ke]="sluiced wants ECP-256: strongSwan's Curve25519 KE gets INVALID_KE_PAYLOAD, it retries"
+)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke)
+if [ "${1:-}" = --list ]; then
+  for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
+  exit 0
+fi
+[ -x "$PAIR" ] || { echo "strongswan.sh: $PAIR not found (set SLUICE_SHARED)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "strongswan.sh: skipped, needs root for network namespaces"; exit 77; }
+SCEN=("$@"); [ ${#SCEN[@]} -gt 0 ] || SCEN=("${ORDER[@]}")
+
+export SWAN_NS="sl-sd$$-"
+export SWAN_STATE=$(mktemp -d /tmp/sluice-sluiced.XXXXXX)
+W=$SWAN_STATE/sluiced
+SLPID=""
+stop_sluiced() { [ -n "$SLPID" ] && kill -TERM "$SLPID" 2>/dev/null && wait "$SLPID" 2>/dev/null; SLPID=""; }
+cleanup() { stop_sluiced; "$PAIR" down >/dev/null 2>&1 || true; rm -rf "$SWAN_STATE"; }
+trap cleanup EXIT INT TERM
+
+cargo build -q --release -p sluiced || exit 1
+BIN=$ROOT/target/release/sluiced
+
+config() { # extra TOML lines for the connection
+  mkdir -p "$W"
+  cat > "$W/sluiced.toml" <<EOT
+[daemon]
+sa_table = "$W/sa-table"
+keylog = "$W/keylog"
+
+[[connection]]
+name = "site-a"
+local_addr = "198.18.0.2"
+remote_addr = "198.18.0.1"
+local_id = "b.psw.test"
+remote_id = "a.psw.test"
+psk = "sluice-interop-psk-0123456789"
+ike_proposal = "${SLUICE_IKE:-${IKE_PROPOSALS:-aes128-sha256-x25519-ecp256}}"
+esp_proposal = "${ESP_PROPOSALS:-aes128gcm16}"
+$*
+
+[[connection.child]]
+name = "net"
+local_ts = ["198.19.2.0/24"]
+remote_ts = ["198.19.1.0/24"]
+EOT
+}
+start_sluiced() {
+  ip netns exec "${SWAN_NS}B" "$BIN" --config "$W/sluiced.toml" > "$W/log" 2>&1 & SLPID=$!
+  for _ in $(seq 50); do grep -q 'listening.*4500' "$W/log" 2>/dev/null && return 0; sleep 0.1; done
+  echo "sluiced did not start:"; cat "$W/log"; return 1
+}
+wait_log() { # pattern seconds
+  for _ in $(seq $(( $2 * 10 ))); do grep -q "$1" "$W/log" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+table() { "$BIN" show --sa-table "$W/sa-table" 2>/dev/null; }
+table_spi() { table | awk -v d="$1" '$1==d && $2=="SPI" {print $3}' | sort | tr '\n' ' '; }
+sw_spis() { "$PAIR" sw A --list-sas 2>/dev/null | awk -v d="$1" '$1==d {gsub(",","",$2); print $2}' | sort | tr '\n' ' '; }
+# ESP keys per SPI from a Wireshark esp_sa table: "spi key" lines.
+keys_of() { sed -n 's/.*"0x\([0-9a-f]\{8\}\)","[^"]*","0x\([0-9a-f]*\)".*/\1 \2/p' "$1" | sort -u; }
+
+check_match() { # expected number of CHILD SAs
+  local ok=1 t_in t_out s_in s_out
+  t_in=$(table_spi in); t_out=$(table_spi out); s_in=$(sw_spis in); s_out=$(sw_spis out)
+  echo "    strongSwan in: $s_in out: $s_out | sluiced table in: $t_in out: $t_out"
+  [ "$(wc -w <<< "$t_in")" = "$1" ] || { echo "expected $1 inbound SAs in the table"; ok=0; }
+  [ -n "$t_in" ] && [ "$t_in" = "$s_out" ] && [ "$t_out" = "$s_in" ] || { echo "SPIs do not mirror"; ok=0; }
+  "$PAIR" keys /dev/null > /dev/null 2>&1
+  if [ -s "$SWAN_STATE/keys/esp_sa" ] && [ -s "$W/keylog/esp_sa" ]; then
+    if [ "$(keys_of "$SWAN_STATE/keys/esp_sa")" = "$(keys_of "$W/keylog/esp_sa")" ]; then
+      echo "    ESP keys: sluiced's key log equals strongSwan's for all $(keys_of "$W/keylog/esp_sa" | wc -l) SAs"
+    else
+      echo "ESP keys differ"; ok=0
+    fi
+  else
+    echo "no key logs to compare"; ok=0
+  fi
+  return $((1 - ok))
+}
+
+fail=0
+for s in "${SCEN[@]}"; do
+  echo "--- $s: ${WHAT[$s]:-unknown scenario}"
+  [ -n "${WHAT[$s]:-}" ] || { fail=1; continue; }
+  rm -rf "$W"
+  ok=1
+  if ! KEYLOG=1 ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+    tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
+  fi
+  case $s in
+    psk-sw-initiates|invalid-ke)
+      if [ $s = invalid-ke ]; then SLUICE_IKE=aes128-sha256-ecp256 config; else config; fi
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      check_match 1 || ok=0
+      if [ $s = invalid-ke ]; then
+        grep -m1 'it requested' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "no INVALID_KE_PAYLOAD round"; ok=0; }
+      fi
+      ;;
+    psk-sluiced-initiates)
+      config 'start_action = "initiate"'
+      start_sluiced || ok=0
+      wait_log 'CHILD_SA installed' 10 || ok=0
+      check_match 1 || ok=0
+      ;;
+    create-child-sa)
+      config; start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || ok=0
+      conf=$SWAN_STATE/run/A/swanctl/swanctl.conf
+      sed -i '0,/^\( *\)children {/s//&\n\1  net2 {\n\1    local_ts = 198.19.1.0\/25\n\1    remote_ts = 198.19.2.0\/25\n\1    mode = tunnel\n\1  }/' "$conf"
+      "$PAIR" sw A --load-conns > /dev/null 2>&1
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net2 > "$W/init2.log" 2>&1 || { cat "$W/init2.log"; ok=0; }
+      for _ in $(seq 30); do [ "$(grep -c 'CHILD_SA installed' "$W/log")" = 2 ] && break; sleep 0.1; done
+      check_match 2 || ok=0
+      ;;
+    delete-by-strongswan)
+      config; start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      timeout 10 "$PAIR" sw A --terminate --ike psw > /dev/null 2>&1
+      wait_log 'closed: deleted' 5 || { echo "sluiced did not close the IKE SA"; ok=0; }
+      [ -z "$(table_spi in)$(table_spi out)" ] || { echo "SAs left in the table: $(table)"; ok=0; }
+      grep -E 'CHILD_SA deleted|closed' "$W/log" | sed 's/.*daemon: /    sluiced: /'
+      ;;
+    sigterm-deletes)
+      config; start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      kill -TERM "$SLPID"; wait "$SLPID"; rc=$?; SLPID=""
+      [ $rc = 0 ] || { echo "sluiced exited $rc"; ok=0; }
+      sleep 0.3
+      [ -z "$("$PAIR" sw A --list-sas 2>/dev/null | grep psw)" ] || { echo "strongSwan still has the IKE SA"; ok=0; }
+      [ -z "$(table_spi in)$(table_spi out)" ] || { echo "SAs left in the table"; ok=0; }
+      grep -m1 'received DELETE for IKE_SA' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /'
+      ;;
+    dpd-killed-peer)
+      config 'dpd_delay = 1' 'retransmit_initial_ms = 200' 'retransmit_tries = 4'
+      # one TOML key a line
+      sed -i 's/^dpd_delay = 1 retransmit_initial_ms = 200 retransmit_tries = 4$/dpd_delay = 1\nretransmit_initial_ms = 200\nretransmit_tries = 4/' "$W/sluiced.toml"
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      kill -KILL "$(cat "$SWAN_STATE/run/A/charon.pid")" 2>/dev/null
+      wait_log 'peer dead' 15 || { echo "peer not declared dead"; ok=0; }
+      [ -z "$(table_spi in)$(table_spi out)" ] || { echo "SAs left in the table"; ok=0; }
+      grep -m1 'peer dead' "$W/log" | sed 's/.*daemon: /    sluiced: /'
+      ;;
+  esac
+  table | sed "s/^/    /"; stop_sluiced
+  if [ $ok = 1 ]; then echo "ok $s"; else echo "FAIL $s"; tail -20 "$W/log" 2>/dev/null; fail=1; fi
+  "$PAIR" down >/dev/null 2>&1
+done
+exit $fail
