@@ -210,6 +210,30 @@ impl Selector {
     }
 }
 
+impl std::fmt::Display for Selector {
+    /// `198.19.2.0/24`, a range `a-b` when not a prefix, then `[proto/ports]`
+    /// when not "any".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = |a: IpAddr| match a {
+            IpAddr::V4(v) => (32u32, u128::from(u32::from(v))),
+            IpAddr::V6(v) => (128u32, u128::from(v)),
+        };
+        let ((w, s), (_, e)) = (key(self.start), key(self.end));
+        let size = e.wrapping_sub(s).wrapping_add(1);
+        let full = w == 128 && s == 0 && e == u128::MAX;
+        if full || (e >= s && size.is_power_of_two() && s & (size - 1) == 0) {
+            let host = if full { 128 } else { size.trailing_zeros() };
+            write!(f, "{}/{}", self.start, w - host)?;
+        } else {
+            write!(f, "{}-{}", self.start, self.end)?;
+        }
+        if self.proto != 0 || self.ports != (0, 65535) {
+            write!(f, "[{}/{}-{}]", self.proto, self.ports.0, self.ports.1)?;
+        }
+        Ok(())
+    }
+}
+
 /// Retransmission of requests (RFC 7296 §2.1): operators' defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retransmit {

@@ -132,6 +132,9 @@ pub enum Event {
     Alive,
     /// We answered the peer's liveness check.
     LivenessAnswered,
+    /// Something worth a log line: the chosen proposal, the payloads of a
+    /// protected message parsed or generated (the daemon logs these).
+    Log(String),
     /// A datagram was dropped without changing state (malformed,
     /// unauthenticated, out of window).
     Dropped(String),
@@ -147,6 +150,9 @@ pub enum Error {
     Rules(ike_wire::rules::RuleViolation),
     /// Cryptographic failure (bad ICV, bad KE value).
     Crypto(ike_crypto::CryptoError),
+    /// An authenticated request refused with this Notify (and its data),
+    /// which was sent back.
+    Rejected(NotifyType, Vec<u8>),
     /// A message that does not fit the exchange.
     Unexpected(&'static str),
     /// Internal state missing.
@@ -159,6 +165,7 @@ impl fmt::Display for Error {
             Error::Wire(e) => write!(f, "malformed: {e}"),
             Error::Rules(e) => write!(f, "payload rules: {e}"),
             Error::Crypto(e) => write!(f, "crypto: {e}"),
+            Error::Rejected(n, _) => write!(f, "request refused with {n}"),
             Error::Unexpected(m) => write!(f, "unexpected: {m}"),
             Error::State(m) => write!(f, "state: {m}"),
         }

@@ -440,9 +440,34 @@ impl IkeSa {
         {
             return Err(Error::Unexpected("not an IKE_SA_INIT request"));
         }
+        let mut sa = IkeSa::new(cfg, Role::Responder, local, remote, rng);
+        if let Some(t) = Message::first_unsupported_critical(&m.payloads) {
+            // RFC 7296 §2.5: refuse the request, naming the payload type.
+            let m = Message {
+                header: Header {
+                    spi_i: h.spi_i,
+                    spi_r: 0,
+                    version: 0x20,
+                    exchange: ExchangeType::IKE_SA_INIT,
+                    flags: FLAG_RESPONSE,
+                    message_id: 0,
+                },
+                payloads: vec![notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t.0])],
+            };
+            sa.spi_i = h.spi_i;
+            sa.transmit.push_back(Transmit {
+                dst: remote,
+                data: m.emit(),
+            });
+            sa.state = State::Closed;
+            sa.events.push_back(Event::Failed {
+                reason: format!("unsupported critical payload {t} in IKE_SA_INIT"),
+                notify: Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD),
+            });
+            return Ok(sa);
+        }
         ike_wire::rules::check(ExchangeType::IKE_SA_INIT, true, &m.payloads)
             .map_err(Error::Rules)?;
-        let mut sa = IkeSa::new(cfg, Role::Responder, local, remote, rng);
         sa.spi_i = h.spi_i;
         sa.spi_r = random_u64(rng);
         sa.init_req = datagram[..msg_len(datagram)].to_vec();
@@ -484,6 +509,10 @@ impl IkeSa {
             return Ok(sa);
         };
         sa.dh = want;
+        sa.events.push_back(Event::Log(format!(
+            "selected proposal: {}",
+            sa.proposal_name()
+        )));
         let (group, peer_pub) = ke_data.ok_or(Error::Unexpected("no KE"))?;
         if group.0 != want.id() {
             // RFC 7296 §1.2: tell the initiator which group we want.
@@ -573,6 +602,27 @@ impl IkeSa {
         Ok(())
     }
 
+    /// The negotiated IKE proposal in strongSwan's notation, for logs.
+    fn proposal_name(&self) -> String {
+        let p = &self.cfg.ike;
+        let prf = match p.prf.id() {
+            5 => "PRF_HMAC_SHA2_256",
+            6 => "PRF_HMAC_SHA2_384",
+            _ => "PRF_HMAC_SHA2_512",
+        };
+        let dh = ike_wire::DhGroup(self.dh.id());
+        match p.suite {
+            Suite::AesCbc { key_len, integ } => {
+                format!(
+                    "IKE:AES_CBC_{}/{}/{prf}/{dh}",
+                    key_len * 8,
+                    ike_wire::IntegId(integ_id(integ))
+                )
+            }
+            Suite::AesGcm16 { key_len } => format!("IKE:AES_GCM_16_{}/{prf}/{dh}", key_len * 8),
+        }
+    }
+
     fn flags(&self, response: bool) -> u8 {
         (if self.role == Role::Initiator {
             FLAG_INITIATOR
@@ -583,13 +633,18 @@ impl IkeSa {
 
     /// Builds a protected message (RFC 7296 §3.14).
     fn protect(
-        &self,
+        &mut self,
         exchange: ExchangeType,
         response: bool,
         msg_id: u32,
         inner: &[Payload],
         rng: &mut dyn Random,
     ) -> Result<Vec<u8>, Error> {
+        self.events.push_back(Event::Log(format!(
+            "generating {exchange} {} {msg_id} {}",
+            if response { "response" } else { "request" },
+            Message::summary(inner)
+        )));
         let sk = self.sk_out.as_ref().ok_or(Error::State("no keys"))?;
         let mut plain = Vec::new();
         Message::emit_payloads(inner, &mut plain);
@@ -610,7 +665,39 @@ impl IkeSa {
     }
 
     /// Verifies and decrypts a protected message's inner payloads.
-    fn unprotect(&self, datagram: &[u8], m: &Message) -> Result<Vec<Payload>, Error> {
+    fn unprotect(&mut self, datagram: &[u8], m: &Message) -> Result<Vec<Payload>, Error> {
+        let inner = self.decrypt(datagram, m)?;
+        let h = m.header;
+        self.events.push_back(Event::Log(format!(
+            "parsed {} {} {} {}",
+            h.exchange,
+            if h.is_response() {
+                "response"
+            } else {
+                "request"
+            },
+            h.message_id,
+            Message::summary(&inner)
+        )));
+        if !h.is_response() {
+            // Authenticated requests we cannot process get an answer
+            // (RFC 7296 §2.5, §2.21.2); unauthenticated ones never do.
+            let reject = if let Some(t) = Message::first_unsupported_critical(&inner) {
+                Some((NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t.0]))
+            } else if ike_wire::rules::check(h.exchange, true, &inner).is_err() {
+                Some((NotifyType::INVALID_SYNTAX, vec![]))
+            } else {
+                None
+            };
+            if let Some((n, data)) = reject {
+                return Err(Error::Rejected(n, data));
+            }
+        }
+        Ok(inner)
+    }
+
+    /// Verifies and decrypts a protected message's inner payloads.
+    fn decrypt(&self, datagram: &[u8], m: &Message) -> Result<Vec<Payload>, Error> {
         ike_wire::rules::check_outer(m.header.exchange, &m.payloads).map_err(Error::Rules)?;
         let Some(Payload {
             body: Body::Sk { first_inner, data },
@@ -856,7 +943,7 @@ impl IkeSa {
             if h.message_id != self.next_msg_id {
                 return Err(Error::Unexpected("request outside the window"));
             }
-            match (self.state, h.exchange) {
+            let r = match (self.state, h.exchange) {
                 (State::InitAnswered, ExchangeType::IKE_AUTH) => {
                     self.on_auth_request(from, datagram, &m, rng)
                 }
@@ -867,7 +954,15 @@ impl IkeSa {
                     self.on_create_child_request(datagram, &m, rng)
                 }
                 _ => Err(Error::Unexpected("request in the wrong state")),
+            };
+            if let Err(Error::Rejected(n, data)) = &r {
+                let msg_id = h.message_id;
+                self.next_msg_id = msg_id.wrapping_add(1);
+                let reply = vec![notify(*n, data.clone())];
+                let bytes = self.protect(h.exchange, true, msg_id, &reply, rng)?;
+                self.send_response(msg_id, bytes);
             }
+            r
         }
     }
 
@@ -932,6 +1027,10 @@ impl IkeSa {
             "responder chose something we did not offer",
         ))?;
         self.spi_r = m.header.spi_r;
+        self.events.push_back(Event::Log(format!(
+            "selected proposal: {}",
+            self.proposal_name()
+        )));
         self.init_resp = datagram[..msg_len(datagram)].to_vec();
         self.detect_nat(&m.payloads);
         let ke = self.ke.take().ok_or(Error::State("no key exchange"))?;

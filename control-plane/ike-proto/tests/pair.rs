@@ -588,3 +588,116 @@ fn additional_child_sas_both_ways() {
     assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::TS_UNACCEPTABLE)));
     assert_eq!(p.i.state(), State::Established);
 }
+
+#[test]
+fn unknown_critical_payload_in_ike_sa_init_is_refused() {
+    let mut rng = Rng(7);
+    let cfg_i = cfg(
+        "a.psw.test",
+        "b.psw.test",
+        "k0123456789abcdef",
+        vec![DhGroup::Curve25519],
+    );
+    let mut i = IkeSa::initiate(
+        cfg_i,
+        I_ADDR.parse().unwrap(),
+        R_ADDR.parse().unwrap(),
+        Instant::now(),
+        &mut rng,
+    )
+    .unwrap();
+    let t = i.poll_transmit().unwrap();
+    let mut m = ike_wire::Message::parse(&t.data).unwrap();
+    m.payloads.push(ike_wire::Payload {
+        ptype: ike_wire::PayloadType(200),
+        critical: true,
+        body: ike_wire::Body::Unknown(vec![1, 2]),
+    });
+    let r_cfg = cfg(
+        "b.psw.test",
+        "a.psw.test",
+        "k0123456789abcdef",
+        vec![DhGroup::Curve25519],
+    );
+    let mut r = IkeSa::accept(
+        r_cfg.clone(),
+        R_ADDR.parse().unwrap(),
+        I_ADDR.parse().unwrap(),
+        Instant::now(),
+        &m.emit(),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(r.state(), State::Closed);
+    let reply = ike_wire::Message::parse(&r.poll_transmit().unwrap().data).unwrap();
+    assert!(
+        matches!(&reply.payloads[0].body, ike_wire::Body::Notify { ntype, data, .. }
+        if *ntype == ike_wire::NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD && data == &[200])
+    );
+    // The same payload without the critical bit is skipped (RFC 7296 §2.5).
+    m.payloads.last_mut().unwrap().critical = false;
+    let r = IkeSa::accept(
+        r_cfg,
+        R_ADDR.parse().unwrap(),
+        I_ADDR.parse().unwrap(),
+        Instant::now(),
+        &m.emit(),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(r.state(), State::InitAnswered);
+}
+
+#[test]
+fn protected_messages_and_the_proposal_are_logged() {
+    let p = established();
+    let logs: Vec<&String> = p
+        .r_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.starts_with(
+            "selected proposal: IKE:AES_CBC_128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/CURVE_25519"
+        )),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("parsed IKE_AUTH request 1 [ IDi AUTH SA TSi TSr ]")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("generating IKE_AUTH response 1 [ IDr AUTH SA TSi TSr ]")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn selectors_display_as_operators_write_them() {
+    let s = Selector::subnet("198.19.2.0".parse().unwrap(), 24);
+    assert_eq!(s.to_string(), "198.19.2.0/24");
+    assert_eq!(
+        Selector::subnet("0.0.0.0".parse().unwrap(), 0).to_string(),
+        "0.0.0.0/0"
+    );
+    assert_eq!(
+        Selector::subnet("::".parse().unwrap(), 0).to_string(),
+        "::/0"
+    );
+    assert_eq!(
+        Selector::subnet("2001:db8::".parse().unwrap(), 48).to_string(),
+        "2001:db8::/48"
+    );
+    let odd = Selector {
+        start: "198.19.2.1".parse().unwrap(),
+        end: "198.19.2.6".parse().unwrap(),
+        proto: 6,
+        ports: (443, 443),
+    };
+    assert_eq!(odd.to_string(), "198.19.2.1-198.19.2.6[6/443-443]");
+}

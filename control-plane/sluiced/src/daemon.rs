@@ -353,6 +353,15 @@ impl Daemon2 {
         };
         // Callers enter the connection's span.
         let (local, _) = e.sa.addresses();
+        // Log lines first (they describe what is about to be sent), then
+        // the datagrams, then the other events.
+        let mut events = Vec::new();
+        while let Some(ev) = e.sa.poll_event() {
+            match ev {
+                Event::Log(l) => info!("{l}"),
+                other => events.push(other),
+            }
+        }
         while let Some(t) = e.sa.poll_transmit() {
             let port = if t.dst.port() == 500 { 500 } else { 4500 };
             let Some(sock) = self.sockets.get(&SocketAddr::new(local.ip(), port)) else {
@@ -368,10 +377,6 @@ impl Daemon2 {
             if let Err(err) = sock.send_to(&bytes, t.dst) {
                 warn!(to = %t.dst, "send failed: {err}");
             }
-        }
-        let mut events = Vec::new();
-        while let Some(ev) = e.sa.poll_event() {
-            events.push(ev);
         }
         let mut close = None;
         for ev in events {
@@ -399,6 +404,7 @@ impl Daemon2 {
                 Event::Alive => debug!("liveness check answered"),
                 Event::LivenessAnswered => debug!("answered a liveness check"),
                 Event::Dropped(why) => info!("dropped a datagram: {why}"),
+                Event::Log(l) => info!("{l}"),
             }
         }
         if let Some(why) = close {
@@ -491,11 +497,11 @@ impl Daemon2 {
             error!("publishing policies: {err}");
         }
         info!(
-            "CHILD_SA installed with SPIs {:08x}_i {:08x}_o, TS {:?} === {:?}, {}",
+            "CHILD_SA installed with SPIs {:08x}_i {:08x}_o, TS {} === {}, {}",
             c.spi_in,
             c.spi_out,
-            c.local_ts,
-            c.remote_ts,
+            join(&c.local_ts),
+            join(&c.remote_ts),
             if c.nat_t { "UDP-encapsulated" } else { "ESP" }
         );
         if let Some(dir) = &self.keylog {
@@ -564,6 +570,13 @@ impl Daemon2 {
             }
         }
     }
+}
+
+fn join(ts: &[Selector]) -> String {
+    ts.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Appends to a key log table, created with mode 0600.

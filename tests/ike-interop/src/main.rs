@@ -313,6 +313,7 @@ fn run() -> Result<(), String> {
                 }
                 Event::Alive => println!("liveness check answered"),
                 Event::LivenessAnswered => println!("answered the peer's liveness check"),
+                Event::Log(l) => println!("{l}"),
             }
         }
         if forget {
