@@ -1,8 +1,9 @@
 //! What the control plane installs: SA configurations and policies, and
 //! their encoding into the shared words.
 
-use crate::layout::{COLD_WORDS, POLICY_WORDS};
+use crate::layout::{COLD_RESERVED_WORDS, COLD_WORDS, POLICY_WORDS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Direction of an SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +32,11 @@ pub struct Lifetimes {
 }
 
 /// One ESP SA as the control plane installs it. Keys are bytes as derived by
-/// IKE (RFC 7296 §2.17), AEAD keys including their salt.
+/// IKE (RFC 7296 §2.17): for AEAD transforms the encryption key is followed
+/// by its salt (RFC 4106 §8.1, RFC 7634 §2), so key and salt are always
+/// stored, published and copied out together.
+///
+/// Keys are zeroized when the value is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SaConfig {
     /// Control-plane identifier, unique per SA.
@@ -44,29 +49,33 @@ pub struct SaConfig {
     pub spi: u32,
     /// Outer source (local for outbound, peer for inbound).
     pub src: IpAddr,
-    /// Outer destination.
+    /// Outer destination (same address family as `src`).
     pub dst: IpAddr,
-    /// UDP encapsulation ports (source, destination), `None` for raw ESP.
+    /// UDP encapsulation ports (source, destination), `None` for raw ESP
+    /// (RFC 3948).
     pub encap: Option<(u16, u16)>,
-    /// IKEv2 encryption transform ID (RFC 7296 §3.3.2).
+    /// IKEv2 encryption transform ID (RFC 7296 §3.3.2, IANA "Transform Type 1").
     pub encr_id: u16,
-    /// Encryption key size in bits (without salt).
+    /// Encryption key size in bits (without salt), the Key Length attribute.
     pub key_bits: u16,
-    /// IKEv2 integrity transform ID (0 for AEAD).
+    /// IKEv2 integrity transform ID (IANA "Transform Type 3"; 0 = none, AEAD).
     pub integ_id: u16,
-    /// Encryption key (and salt), at most 64 bytes.
+    /// Encryption key followed by its salt, at most [`MAX_KEY_BYTES`] bytes.
     pub encr_key: Vec<u8>,
-    /// Integrity key, at most 32 bytes.
+    /// Integrity key, at most [`MAX_KEY_BYTES`] bytes.
     pub integ_key: Vec<u8>,
-    /// Extended sequence numbers.
+    /// Extended sequence numbers (RFC 4303 §2.2.1).
     pub esn: bool,
-    /// Replay window in packets (inbound).
+    /// Replay window in packets (inbound; 0 = anti-replay off).
     pub replay_window: u32,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
     /// Installation time, seconds since the Unix epoch.
     pub installed_at: u64,
 }
+
+/// Largest key (encryption key plus salt, or integrity key) in bytes.
+pub const MAX_KEY_BYTES: usize = 64;
 
 impl std::fmt::Debug for SaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,14 +92,85 @@ impl std::fmt::Debug for SaConfig {
             .field("key_bits", &self.key_bits)
             .field("integ_id", &self.integ_id)
             .field("esn", &self.esn)
+            .field("replay_window", &self.replay_window)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for SaConfig {
     fn drop(&mut self) {
-        self.encr_key.fill(0);
-        self.integ_key.fill(0);
+        self.encr_key.zeroize();
+        self.integ_key.zeroize();
+    }
+}
+
+/// The keys of an SA and their algorithms, copied out of the table under the
+/// seqlock (so key and salt always come from the same SA) into a buffer that
+/// is zeroized on drop. The data plane builds its key schedule from it once
+/// per (slot, generation) and drops it.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct SaKeys {
+    /// IKEv2 encryption transform ID.
+    #[zeroize(skip)]
+    pub encr_id: u16,
+    /// Encryption key size in bits (without salt).
+    #[zeroize(skip)]
+    pub key_bits: u16,
+    /// IKEv2 integrity transform ID (0 for AEAD).
+    #[zeroize(skip)]
+    pub integ_id: u16,
+    encr: [u8; MAX_KEY_BYTES],
+    encr_len: u8,
+    integ: [u8; MAX_KEY_BYTES],
+    integ_len: u8,
+}
+
+impl std::fmt::Debug for SaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaKeys")
+            .field("encr_id", &self.encr_id)
+            .field("key_bits", &self.key_bits)
+            .field("integ_id", &self.integ_id)
+            .field("encr_len", &self.encr_len)
+            .field("integ_len", &self.integ_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SaKeys {
+    /// Encryption key followed by its salt (AEAD).
+    pub fn encr_key(&self) -> &[u8] {
+        self.encr.get(..usize::from(self.encr_len)).unwrap_or(&[])
+    }
+
+    /// The last `n` bytes of the encryption key (the salt of an AEAD key:
+    /// 4 for AES-GCM and ChaCha20-Poly1305).
+    pub fn salt(&self, n: usize) -> &[u8] {
+        let k = self.encr_key();
+        k.get(k.len().saturating_sub(n)..).unwrap_or(&[])
+    }
+
+    /// Integrity key (empty for AEAD).
+    pub fn integ_key(&self) -> &[u8] {
+        self.integ.get(..usize::from(self.integ_len)).unwrap_or(&[])
+    }
+
+    pub(crate) fn from_words(w: &[u64; COLD_WORDS]) -> Option<SaKeys> {
+        if w[1] >> 56 != STATE_LIVE {
+            return None;
+        }
+        let mut k = SaKeys {
+            encr_id: (w[6] >> 32) as u16,
+            key_bits: (w[6] >> 48) as u16,
+            integ_id: w[7] as u16,
+            encr: [0; MAX_KEY_BYTES],
+            encr_len: ((w[7] >> 16) as u8).min(MAX_KEY_BYTES as u8),
+            integ: [0; MAX_KEY_BYTES],
+            integ_len: ((w[7] >> 24) as u8).min(MAX_KEY_BYTES as u8),
+        };
+        words_to_bytes(&w[W_ENCR..W_INTEG], &mut k.encr);
+        words_to_bytes(&w[W_INTEG..W_RESERVED], &mut k.integ);
+        Some(k)
     }
 }
 
@@ -116,32 +196,61 @@ fn bytes_to_words(bytes: &[u8], out: &mut [u64]) {
             *x = bytes.get(i * 8 + j).copied().unwrap_or(0);
         }
         *w = u64::from_le_bytes(b);
+        b.zeroize();
     }
 }
 
-fn words_to_bytes(words: &[u64], len: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    v.truncate(len);
+fn words_to_bytes(words: &[u64], out: &mut [u8]) {
+    for (chunk, w) in out.chunks_mut(8).zip(words) {
+        let mut b = w.to_le_bytes();
+        chunk.copy_from_slice(b.get(..chunk.len()).unwrap_or(&[]));
+        b.zeroize();
+    }
+}
+
+fn key_vec(words: &[u64], len: usize) -> Vec<u8> {
+    let mut buf = [0u8; MAX_KEY_BYTES];
+    words_to_bytes(words, &mut buf);
+    // Exact capacity: no secret bytes left behind in spare capacity.
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(buf.get(..len.min(MAX_KEY_BYTES)).unwrap_or(&[]));
+    buf.zeroize();
     v
 }
 
-/// Word layout of a cold record (`COLD_WORDS` = 32):
-/// 0 sa_id | 1 spi, direction, family, esn, state | 2-3 src | 4-5 dst |
-/// 6 encap ports, encr_id, key_bits | 7 integ_id, key lengths, replay window |
-/// 8 child_id | 9-14 lifetimes | 15 installed_at | 16-23 encr key | 24-27 integ key.
+/// Word layout of a cold record (after the generation; `COLD_WORDS` = 47):
+///
+/// ```text
+///  0 sa_id
+///  1 spi | outbound << 32 | family << 40 | esn << 48 | udp encap << 49 | state << 56
+///  2-3 outer src (16 bytes, IPv4 in the low 32 bits)   4-5 outer dst
+///  6 encap src port | dst port << 16 | encr_id << 32 | key_bits << 48
+///  7 integ_id | encr key len << 16 | integ key len << 24 | replay window << 32
+///  8 child_id | flags << 32 (ESN and UDP encapsulation live in word 1; the
+///    flags half is reserved for data-plane options such as DSCP copy and DF,
+///    zero in this version)
+///  9-14 lifetimes (soft/hard bytes, packets, seconds)   15 installed_at
+/// 16-23 encryption key and salt   24-31 integrity key   32-46 reserved (0)
+/// ```
 pub(crate) const STATE_LIVE: u64 = 1;
+const W_ENCR: usize = 16;
+const W_INTEG: usize = 24;
+const W_RESERVED: usize = 32;
+const _: () = assert!(W_RESERVED + COLD_RESERVED_WORDS == COLD_WORDS);
+const _: () = assert!((W_INTEG - W_ENCR) * 8 == MAX_KEY_BYTES);
+const _: () = assert!((W_RESERVED - W_INTEG) * 8 == MAX_KEY_BYTES);
 
 impl SaConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.encr_key.len() > 64 {
+        if self.encr_key.len() > MAX_KEY_BYTES {
             return Err(format!(
-                "encryption key of {} bytes, at most 64",
+                "encryption key of {} bytes, at most {MAX_KEY_BYTES}",
                 self.encr_key.len()
             ));
         }
-        if self.integ_key.len() > 32 {
+        if self.integ_key.len() > MAX_KEY_BYTES {
             return Err(format!(
-                "integrity key of {} bytes, at most 32",
+                "integrity key of {} bytes, at most {MAX_KEY_BYTES}",
                 self.integ_key.len()
             ));
         }
@@ -151,8 +260,9 @@ impl SaConfig {
         Ok(())
     }
 
-    pub(crate) fn to_words(&self) -> [u64; COLD_WORDS] {
-        let mut w = [0u64; COLD_WORDS];
+    /// Encodes into `w` (the caller zeroizes it after use: it holds keys).
+    pub(crate) fn to_words(&self, w: &mut [u64; COLD_WORDS]) {
+        w.fill(0);
         let (fam, src) = addr_to_u128(self.src);
         let (_, dst) = addr_to_u128(self.dst);
         w[0] = self.sa_id;
@@ -160,6 +270,7 @@ impl SaConfig {
             | (u64::from(matches!(self.direction, Direction::Outbound)) << 32)
             | (u64::from(fam) << 40)
             | (u64::from(self.esn) << 48)
+            | (u64::from(self.encap.is_some()) << 49)
             | (STATE_LIVE << 56);
         w[2] = src as u64;
         w[3] = (src >> 64) as u64;
@@ -174,7 +285,7 @@ impl SaConfig {
             | ((self.encr_key.len() as u64) << 16)
             | ((self.integ_key.len() as u64) << 24)
             | (u64::from(self.replay_window) << 32);
-        w[8] = u64::from(self.child_id) | (u64::from(self.encap.is_some()) << 32);
+        w[8] = u64::from(self.child_id);
         let l = &self.lifetimes;
         w[9..15].copy_from_slice(&[
             l.soft_bytes,
@@ -185,9 +296,8 @@ impl SaConfig {
             l.hard_seconds,
         ]);
         w[15] = self.installed_at;
-        bytes_to_words(&self.encr_key, &mut w[16..24]);
-        bytes_to_words(&self.integ_key, &mut w[24..28]);
-        w
+        bytes_to_words(&self.encr_key, &mut w[W_ENCR..W_INTEG]);
+        bytes_to_words(&self.integ_key, &mut w[W_INTEG..W_RESERVED]);
     }
 
     /// Decodes a live record; `None` for a free or retired one.
@@ -211,12 +321,12 @@ impl SaConfig {
             spi: w[1] as u32,
             src: u128_to_addr(fam, src),
             dst: u128_to_addr(fam, dst),
-            encap: ((w[8] >> 32) & 1 == 1).then_some((w[6] as u16, (w[6] >> 16) as u16)),
+            encap: ((w[1] >> 49) & 1 == 1).then_some((w[6] as u16, (w[6] >> 16) as u16)),
             encr_id: (w[6] >> 32) as u16,
             key_bits: (w[6] >> 48) as u16,
             integ_id: w[7] as u16,
-            encr_key: words_to_bytes(&w[16..24], ek.min(64)),
-            integ_key: words_to_bytes(&w[24..28], ik.min(32)),
+            encr_key: key_vec(&w[W_ENCR..W_INTEG], ek),
+            integ_key: key_vec(&w[W_INTEG..W_RESERVED], ik),
             esn: (w[1] >> 48) & 1 == 1,
             replay_window: (w[7] >> 32) as u32,
             lifetimes: Lifetimes {
@@ -366,7 +476,7 @@ impl Policy {
     }
 
     pub(crate) fn from_words(w: &[u64; POLICY_WORDS]) -> Option<Policy> {
-        if w[4] >> 56 != 1 {
+        if w[POLICY_LIVE_WORD] >> 56 != 1 {
             return None;
         }
         let fam = w[4] as u8;
@@ -394,6 +504,9 @@ impl Policy {
         })
     }
 }
+
+/// Word of a policy record holding its "live" mark (stored last).
+pub(crate) const POLICY_LIVE_WORD: usize = 4;
 
 /// The fields of an inner packet that policies select on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,7 +6,7 @@
 //!                capacities, section offsets, global epoch, policy flip
 //! readers        [ReaderSlot; MAX_READERS]        64 B each
 //! workers        [WorkerCounters; MAX_WORKERS]    192 B each
-//! sa_cold        [SaCold; sa_capacity]            320 B each (seqlock)
+//! sa_cold        [SaCold; sa_capacity]            384 B each (seqlock)
 //! sa_hot         [SaHot; sa_capacity]             1152 B each
 //! sa_counters    [SaCounters; sa_capacity]        192 B each
 //! spi_index      [AtomicU64; spi_buckets]         (spi << 32) | (slot + 1)
@@ -30,8 +30,41 @@ pub const HEADER_SIZE: usize = 4096;
 pub const MAX_READERS: usize = 128;
 /// Per-worker counter blocks.
 pub const MAX_WORKERS: usize = 64;
-/// Words in a cold SA record.
-pub const COLD_WORDS: usize = 32;
+/// Words in a cold SA record (after its generation word): 16 of
+/// configuration, 8 of encryption key (and salt), 8 of integrity key and
+/// [`COLD_RESERVED_WORDS`] reserved for what comes (IPv6 flow label and DSCP
+/// policy, MOBIKE address updates).
+pub const COLD_WORDS: usize = 47;
+/// Reserved words at the end of a cold record, zero in this ABI version.
+pub const COLD_RESERVED_WORDS: usize = COLD_WORDS - 32;
+/// Number of record sizes stored in the header (see [`RECORD_NAMES`]).
+pub const RECORD_KINDS: usize = 8;
+/// Names of the records whose sizes the header stores, in order.
+pub const RECORD_NAMES: [&str; RECORD_KINDS] = [
+    "cold SA",
+    "hot SA",
+    "SA counters",
+    "worker counters",
+    "reader slot",
+    "policy record",
+    "SPI index entry",
+    "policy binding",
+];
+/// Number of section offsets stored in the header (see [`SECTION_NAMES`]).
+pub const SECTIONS: usize = 10;
+/// Names of the sections whose offsets the header stores, in order.
+pub const SECTION_NAMES: [&str; SECTIONS] = [
+    "readers",
+    "workers",
+    "cold SA",
+    "hot SA",
+    "SA counters",
+    "SPI index",
+    "policy records",
+    "policy bindings",
+    "policy index 0",
+    "policy index 1",
+];
 /// Words in a policy source record.
 pub const POLICY_WORDS: usize = 8;
 /// Distinct (family, source length, destination length) classes.
@@ -47,8 +80,8 @@ pub struct Header {
     pub abi_version: AtomicU32,
     /// `size_of::<Header>()` region size, [`HEADER_SIZE`].
     pub header_size: AtomicU32,
-    /// Record sizes: cold, hot, SA counters, worker counters, reader slot.
-    pub record_sizes: [AtomicU32; 5],
+    /// Record sizes, in the order of [`RECORD_NAMES`].
+    pub record_sizes: [AtomicU32; RECORD_KINDS],
     /// SA slots.
     pub sa_capacity: AtomicU32,
     /// SPI index buckets (power of two).
@@ -68,6 +101,8 @@ pub struct Header {
     pub policy_flip_epoch: AtomicU64,
     /// PID of the writer holding the lock (informational).
     pub writer_pid: AtomicU64,
+    /// Byte offsets of the sections, in the order of [`SECTION_NAMES`].
+    pub sections: [AtomicU64; SECTIONS],
 }
 
 /// One reader thread's reclamation slot.
@@ -77,6 +112,11 @@ pub struct ReaderSlot {
     pub pid: AtomicU64,
     /// Last epoch announced at a quiescent point, 0 = offline.
     pub epoch: AtomicU64,
+    /// Start time of the owning process (clock ticks since boot, field 22 of
+    /// `/proc/PID/stat`), so a recycled PID is not taken for the owner.
+    pub start_time: AtomicU64,
+    /// Thread tag chosen by the owner (its Linux thread id), for diagnostics.
+    pub thread_tag: AtomicU64,
 }
 
 /// Cold SA record: configuration and keys, seqlock-published.
@@ -86,12 +126,18 @@ pub struct SaCold {
     pub rec: SeqRecord<COLD_WORDS>,
 }
 
-/// Hot per-direction runtime of an SA, written by the data plane.
+/// [`SaHot::owner`] of an SA no worker owns yet.
+pub const NO_OWNER: u64 = u64::MAX;
+
+/// Hot per-direction runtime of an SA, written by the data plane. The key
+/// schedule itself is process-local (built once per (slot, generation) from
+/// [`crate::SaRef::keys`]); salt and key stay together in the cold record.
 #[repr(C, align(64))]
 pub struct SaHot {
     /// Outbound: last sequence number used (RFC 4303 §3.3.3).
     pub seq: AtomicU64,
-    /// Worker that owns the SA (handles its inbound replay window).
+    /// Worker that owns the SA (the only one updating its replay window),
+    /// [`NO_OWNER`] when installed; the data plane claims it.
     pub owner: AtomicU64,
     _reserved: [u64; 6],
     /// Inbound anti-replay window.
@@ -133,20 +179,23 @@ pub struct WorkerCounters {
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
 const _: () = assert!(core::mem::size_of::<ReaderSlot>() == 64);
-const _: () = assert!(core::mem::size_of::<SaCold>() == 320);
+const _: () = assert!(core::mem::size_of::<SaCold>() == 384);
 const _: () = assert!(core::mem::size_of::<SaHot>() == 64 + core::mem::size_of::<ReplayWindow>());
 const _: () = assert!(core::mem::size_of::<SaHot>() % 64 == 0);
 const _: () = assert!(core::mem::size_of::<SaCounters>() == 192);
 const _: () = assert!(core::mem::size_of::<WorkerCounters>() == 192);
 
 /// Sizes recorded in the header and checked on attach.
-pub(crate) fn record_sizes() -> [u32; 5] {
+pub(crate) fn record_sizes() -> [u32; RECORD_KINDS] {
     [
         core::mem::size_of::<SaCold>() as u32,
         core::mem::size_of::<SaHot>() as u32,
         core::mem::size_of::<SaCounters>() as u32,
         core::mem::size_of::<WorkerCounters>() as u32,
         core::mem::size_of::<ReaderSlot>() as u32,
+        (POLICY_WORDS * 8) as u32,
+        core::mem::size_of::<AtomicU64>() as u32,
+        core::mem::size_of::<AtomicU64>() as u32,
     ]
 }
 
@@ -185,6 +234,23 @@ pub(crate) fn table_size(policy_capacity: usize) -> usize {
 }
 
 impl Offsets {
+    /// The section offsets as stored in the header.
+    pub(crate) fn sections(&self) -> [u64; SECTIONS] {
+        [
+            self.readers,
+            self.workers,
+            self.cold,
+            self.hot,
+            self.counters,
+            self.spi_index,
+            self.policy_records,
+            self.policy_binding,
+            self.policy_index[0],
+            self.policy_index[1],
+        ]
+        .map(|o| o as u64)
+    }
+
     pub(crate) fn new(sa_capacity: usize, policy_capacity: usize) -> Offsets {
         let spi_buckets = (sa_capacity.max(1) * 2).next_power_of_two();
         let iw = index_words(policy_capacity);

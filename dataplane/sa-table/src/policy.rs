@@ -62,6 +62,18 @@ pub(crate) enum CompileError {
     TooManyPolicies(usize),
 }
 
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::TooManyClasses(n) => write!(
+                f,
+                "{n} distinct (family, source length, destination length) classes, at most {MAX_POLICY_CLASSES}"
+            ),
+            CompileError::TooManyPolicies(n) => write!(f, "{n} policies exceed the capacity"),
+        }
+    }
+}
+
 /// Builds the index words for `policies` (id, policy) in a half sized for
 /// `capacity` policies.
 pub(crate) fn compile(

@@ -58,18 +58,26 @@ impl<const W: usize> SeqRecord<W> {
     /// write was in progress or completed meanwhile (the caller retries or
     /// treats the record as gone).
     pub fn read(&self) -> Option<(u64, [u64; W])> {
+        let mut out = [0u64; W];
+        let g = self.read_into(&mut out)?;
+        Some((g, out))
+    }
+
+    /// Like [`SeqRecord::read`], into a buffer of the caller's (which can
+    /// be zeroized afterwards when the words are secret). On `None` the
+    /// buffer holds garbage.
+    pub fn read_into(&self, out: &mut [u64; W]) -> Option<u64> {
         let g1 = self.gen.load(Ordering::Acquire);
         if g1 & 1 == 1 {
             return None;
         }
-        let mut out = [0u64; W];
         for (o, w) in out.iter_mut().zip(&self.words) {
             *o = w.load(Ordering::Relaxed);
         }
         // The word loads must complete before the second generation load.
         fence(Ordering::Acquire);
         let g2 = self.gen.load(Ordering::Relaxed);
-        (g1 == g2).then_some((g1, out))
+        (g1 == g2).then_some(g1)
     }
 
     /// One word, validated against generation `gen` (for per-packet reads of

@@ -73,6 +73,51 @@ fn reader_never_sees_a_torn_or_reused_record() {
     });
 }
 
+/// Rekey: the index entry moves from slot A (SA 1) to slot B (SA 2), slot A
+/// is zeroized, retired and reused for SA 3. The reader starts offline and
+/// comes online (quiescent) right before its lookup, the case that needs the
+/// fences in `epoch`. Whatever it finds through the index must be SA 1 or
+/// SA 2 (or a dead record): never SA 3, never a mix.
+#[test]
+fn rekey_retire_reuse_against_a_reader_coming_online() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let slots = Arc::new([
+            SeqRecord::<2>::new_for_model(),
+            SeqRecord::<2>::new_for_model(),
+        ]);
+        let index = Arc::new(AtomicU64::new(0)); // slot + 1
+        let global = Arc::new(AtomicU64::new(1));
+        let reader = Arc::new(AtomicU64::new(epoch::OFFLINE));
+        slots[0].write_for_model(&words(1));
+        index.store(1, Ordering::Release);
+
+        let (s2, i2, g2, r2) = (slots.clone(), index.clone(), global.clone(), reader.clone());
+        let t = thread::spawn(move || {
+            epoch::quiescent(&g2, &r2);
+            let e = i2.load(Ordering::Acquire);
+            if e != 0 {
+                let slot = (e - 1) as usize;
+                if let Some((_, w)) = s2[slot].read() {
+                    assert_eq!(w[0] / 1000, w[1] / 1000, "torn read: {w:?}");
+                    assert!(w[0] / 1000 != 3, "use after reuse: {w:?}");
+                }
+            }
+            epoch::offline(&r2);
+        });
+
+        slots[1].write_for_model(&words(2));
+        index.store(2, Ordering::Release);
+        slots[0].write_for_model(&[0, 0]);
+        let retired_at = epoch::advance(&global);
+        if epoch::safe([&*reader], retired_at) {
+            slots[0].write_for_model(&words(3));
+        }
+        t.join().unwrap();
+    });
+}
+
 #[test]
 fn seqlock_read_is_all_or_nothing() {
     loom::model(|| {

@@ -84,6 +84,47 @@ fn abi_mismatches_are_refused_with_the_reason() {
         "{e}"
     );
 
+    let mut bad = good.clone();
+    bad[20] = bad[20].wrapping_add(64); // hot record size
+    std::fs::write(&p, &bad).unwrap();
+    let e = Reader::attach(&p).unwrap_err();
+    assert!(
+        matches!(e, TableError::RecordSize { what: "hot SA", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("expected"), "{e}");
+
+    // Section offsets start at byte 104; the third is the cold SA array.
+    let mut bad = good.clone();
+    bad[104 + 16] = bad[104 + 16].wrapping_add(64);
+    std::fs::write(&p, &bad).unwrap();
+    let e = Reader::attach(&p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TableError::SectionOffset {
+                what: "cold SA",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // The Display of a version mismatch says what was expected and found.
+    let mut bad = good.clone();
+    bad[8] = 7;
+    std::fs::write(&p, &bad).unwrap();
+    let msg = Reader::attach(&p).unwrap_err().to_string();
+    assert!(
+        msg.contains("version 7") && msg.contains("expected 1"),
+        "{msg}"
+    );
+    // A writer refuses a mismatched file too (rather than re-initialising it).
+    assert!(matches!(
+        Writer::create_or_attach(&p, CAP).unwrap_err(),
+        TableError::AbiVersion { .. }
+    ));
+
     std::fs::write(&p, &good[..good.len() / 2]).unwrap();
     let e = Reader::attach(&p).unwrap_err();
     assert!(matches!(e, TableError::Truncated { .. }), "{e}");
@@ -92,6 +133,140 @@ fn abi_mismatches_are_refused_with_the_reason() {
         Reader::attach(&p).unwrap_err(),
         TableError::Truncated { .. }
     ));
+    // The original is accepted again.
+    std::fs::write(&p, &good).unwrap();
+    assert!(Reader::attach(&p).is_ok());
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn a_creation_that_died_before_the_magic_is_redone() {
+    let p = tmp("nomagic");
+    std::fs::write(&p, vec![0u8; 8192]).unwrap();
+    assert!(matches!(
+        Reader::attach(&p).unwrap_err(),
+        TableError::BadMagic { found: 0 }
+    ));
+    let mut w = Writer::create_or_attach(&p, CAP).unwrap();
+    w.insert_sa(&sa(1, Direction::Inbound, 1)).unwrap();
+    assert!(Reader::attach(&p).is_ok());
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn created_with_mode_0600_in_a_new_directory() {
+    let dir = tmp("dir");
+    let p = dir.join("sluice").join("sa-table");
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(Writer::create_or_attach(&p, CAP).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}: the table holds keys");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inbound_rekey_with_the_same_spi_repoints_one_entry() {
+    let p = tmp("samespi");
+    let mut w = Writer::create_or_attach(&p, CAP).unwrap();
+    let r = Reader::attach(&p).unwrap();
+    let t = r.register_thread().unwrap();
+    let dst: IpAddr = "198.18.0.2".parse().unwrap();
+    let old = w.insert_sa(&sa(1, Direction::Inbound, 0x77)).unwrap();
+    let new = w.replace_sa(old, &sa(2, Direction::Inbound, 0x77)).unwrap();
+    assert_ne!(old.slot, new.slot);
+    let s = t.lookup_inbound(0x77, dst).unwrap();
+    assert_eq!(s.handle(), new);
+    assert_eq!(s.config().unwrap().sa_id, 2);
+    // Rekey to another SPI: the old one disappears, the new one is found.
+    let third = w.replace_sa(new, &sa(3, Direction::Inbound, 0x78)).unwrap();
+    assert!(t.lookup_inbound(0x77, dst).is_none());
+    assert_eq!(t.lookup_inbound(0x78, dst).unwrap().handle(), third);
+    assert!(matches!(
+        w.replace_sa(new, &sa(4, Direction::Inbound, 0x79)),
+        Err(TableError::NoSuchSa)
+    ));
+    assert!(matches!(
+        w.replace_sa(third, &sa(4, Direction::Outbound, 0x79)),
+        Err(TableError::Invalid(_))
+    ));
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn restarted_writer_repairs_and_keeps_what_readers_use() {
+    let p = tmp("repair");
+    let mut w = Writer::create_or_attach(&p, CAP).unwrap();
+    let r = Reader::attach(&p).unwrap();
+    let mut t = r.register_thread().unwrap();
+    let dst: IpAddr = "198.18.0.2".parse().unwrap();
+    let keep = w.insert_sa(&sa(1, Direction::Inbound, 0x10)).unwrap();
+    let gone = w.insert_sa(&sa(2, Direction::Inbound, 0x20)).unwrap();
+    let out = w.insert_sa(&sa(3, Direction::Outbound, 0x30)).unwrap();
+    let pol = w
+        .add_policy(Policy::between(
+            pfx("10.0.0.0", 8),
+            pfx("10.1.0.0", 16),
+            Action::Protect,
+        ))
+        .unwrap();
+    w.bind_policy(pol, Some(out)).unwrap();
+    w.commit().unwrap();
+    w.delete_sa(gone).unwrap();
+    drop(w);
+    let mut w = Writer::create_or_attach(&p, CAP).unwrap();
+    assert_eq!(t.lookup_inbound(0x10, dst).unwrap().handle(), keep);
+    assert!(t.lookup_inbound(0x20, dst).is_none());
+    assert_eq!(w.binding(pol), Some(out));
+    let f = FlowKey {
+        src: "10.9.9.9".parse().unwrap(),
+        dst: "10.1.2.3".parse().unwrap(),
+        proto: 6,
+        src_port: 1,
+        dst_port: 2,
+    };
+    assert_eq!(t.lookup_outbound(&f), Some(PolicyMatch::Protect(pol, out)));
+    // Free slots are held back until the reader passes a quiescent point
+    // (it may still hold what the previous writer retired).
+    let before = w.retired_slots();
+    assert_eq!(before, CAP.sas as usize - 2);
+    assert_eq!(w.reclaim(), 0);
+    t.quiescent();
+    assert_eq!(w.reclaim(), before);
+    // The restarted writer goes on: a duplicate SPI is still refused.
+    assert!(w.insert_sa(&sa(5, Direction::Inbound, 0x10)).is_err());
+    w.insert_sa(&sa(5, Direction::Inbound, 0x20)).unwrap();
+    assert_eq!(
+        t.lookup_inbound(0x20, dst).unwrap().config().unwrap().sa_id,
+        5
+    );
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn a_reader_of_a_dead_process_does_not_block_reclamation() {
+    let p = tmp("dead");
+    let mut w = Writer::create_or_attach(&p, CAP).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let r = Reader::attach(&p).unwrap();
+    let t = r.register_thread().unwrap();
+    let h = w.insert_sa(&sa(1, Direction::Inbound, 1)).unwrap();
+    w.delete_sa(h).unwrap();
+    // A live reader that has not passed a quiescent point holds it back...
+    assert_eq!(w.reclaim(), 0);
+    // ...a dead one does not: make the slot's owner the exited child
+    // (reader slot 0 starts at byte 4096 with the pid).
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(&u64::from(dead_pid).to_le_bytes(), 4096)
+        .unwrap();
+    assert_eq!(w.reclaim(), 1, "a dead reader must be ignored");
+    // Its slot is taken over by the next registration.
+    let t2 = r.register_thread().unwrap();
+    assert_eq!(format!("{t2:?}"), format!("{t:?}"));
+    std::mem::forget(t);
     let _ = std::fs::remove_file(&p);
 }
 
@@ -116,22 +291,31 @@ fn inbound_lookup_delete_and_reuse_after_grace() {
     let p = tmp("inb");
     let mut w = Writer::create_or_attach(&p, CAP).unwrap();
     let r = Reader::attach(&p).unwrap();
-    let t = r.register_thread().unwrap();
+    let mut t = r.register_thread().unwrap();
     let dst: IpAddr = "198.18.0.2".parse().unwrap();
     let h = w.insert_sa(&sa(7, Direction::Inbound, 0xabc)).unwrap();
-    assert_eq!(t.lookup_inbound(0xabc, dst), Some(h));
-    assert_eq!(t.lookup_inbound(0xabc, "198.18.0.9".parse().unwrap()), None);
-    assert_eq!(t.lookup_inbound(0xabd, dst), None);
-    let cfg = t.config(h).unwrap();
-    assert_eq!(cfg.encr_key, sa(7, Direction::Inbound, 0).encr_key);
+    let found = t.lookup_inbound(0xabc, dst).unwrap();
+    assert_eq!(found.handle(), h);
+    assert!(t
+        .lookup_inbound(0xabc, "198.18.0.9".parse().unwrap())
+        .is_none());
+    assert!(t.lookup_inbound(0xabd, dst).is_none());
+    let cfg = found.config().unwrap();
+    assert_eq!(cfg, sa(7, Direction::Inbound, 0xabc));
+    let keys = found.keys().unwrap();
+    assert_eq!(keys.encr_key(), &sa(7, Direction::Inbound, 0).encr_key[..]);
+    assert_eq!(keys.salt(4), &sa(7, Direction::Inbound, 0).encr_key[16..]);
+    assert_eq!((keys.encr_id, keys.key_bits, keys.integ_id), (20, 128, 0));
+    assert!(keys.integ_key().is_empty());
     assert!(
         w.insert_sa(&sa(8, Direction::Inbound, 0xabc)).is_err(),
         "duplicate SPI"
     );
 
     w.delete_sa(h).unwrap();
-    assert_eq!(t.lookup_inbound(0xabc, dst), None);
-    assert!(t.config(h).is_none() && !t.is_current(h));
+    assert!(t.lookup_inbound(0xabc, dst).is_none());
+    assert!(t.sa(h).is_none());
+    assert!(w.sa_config(h).is_none());
     // The reader has not passed a quiescent point: the slot is not reusable.
     assert_eq!(w.reclaim(), 0);
     t.quiescent();
@@ -187,7 +371,7 @@ fn most_specific_policy_wins_and_rekey_rebinds() {
     let p = tmp("pol");
     let mut w = Writer::create_or_attach(&p, CAP).unwrap();
     let r = Reader::attach(&p).unwrap();
-    let t = r.register_thread().unwrap();
+    let mut t = r.register_thread().unwrap();
     let any4 = w
         .add_policy(Policy::between(
             pfx("0.0.0.0", 0),
@@ -270,7 +454,8 @@ fn most_specific_policy_wins_and_rekey_rebinds() {
         t.lookup_outbound(&flow("198.19.1.1", "198.19.2.1", 1, 0, 0)),
         Some(PolicyMatch::Protect(net, new))
     );
-    assert!(!t.is_current(out));
+    assert!(t.sa(out).is_none());
+    assert_eq!(w.binding(net), Some(new));
     w.remove_policy(host).unwrap();
     t.quiescent();
     w.commit().unwrap();
@@ -398,32 +583,71 @@ fn counters_add_snapshot_and_reset_on_reuse() {
     )
     .unwrap();
     let r = Reader::attach(&p).unwrap();
-    let t = r.register_thread().unwrap();
+    let mut t = r.register_thread().unwrap();
     let h = w.insert_sa(&sa(1, Direction::Inbound, 5)).unwrap();
-    let mut drops = [0u64; sluice_esp::DropReason::COUNT];
-    drops[sluice_esp::DropReason::Replay as usize] = 3;
-    t.counters(h).add(32, 32 * 1400, &drops);
-    t.counters(h)
-        .add(1, 100, &[0; sluice_esp::DropReason::COUNT]);
+    let dst: IpAddr = "198.18.0.2".parse().unwrap();
+    {
+        let s = t.lookup_inbound(5, dst).unwrap();
+        let mut drops = [0u64; DROP_REASONS];
+        drops[DropReason::Replay as usize] = 3;
+        drops[DropReason::IcvFailure as usize] = 1;
+        s.counters().add(32, 32 * 1400, &drops);
+        s.counters().add(1, 100, &[0; DROP_REASONS]);
+        s.hot().replay.update(77).unwrap();
+        s.hot()
+            .seq
+            .fetch_add(9, std::sync::atomic::Ordering::Relaxed);
+    }
     let s = w.sa_counters(h).unwrap();
     assert_eq!((s.packets, s.bytes), (33, 32 * 1400 + 100));
-    assert_eq!(s.drops[sluice_esp::DropReason::Replay as usize], 3);
-    let wc = t.worker_counters(3);
-    wc.rx_packets
-        .fetch_add(10, std::sync::atomic::Ordering::Relaxed);
-    wc.drop_packets(sluice_esp::DropReason::NoSa, 2);
-    let ws = w.worker_counters(3).snapshot();
+    assert_eq!(s.dropped(DropReason::Replay), 3);
+    assert_eq!(s.dropped(DropReason::IcvFailure), 1);
+    assert_eq!(s.dropped(DropReason::NoSa), 0);
+    // Per-worker counters, on separate cache lines.
+    let burst = WorkerSnapshot {
+        rx_packets: 10,
+        rx_bytes: 15_000,
+        tx_packets: 9,
+        bursts: 1,
+        busy_polls: 1,
+        ..WorkerSnapshot::default()
+    };
+    let wc = r.worker_counters(3).unwrap();
+    wc.add(&burst);
+    wc.add(&burst);
+    wc.add_drops(DropReason::NoSa, 2);
+    r.worker_counters(4).unwrap().add(&WorkerSnapshot {
+        idle_polls: 5,
+        ..WorkerSnapshot::default()
+    });
+    let ws = w.worker_counters(3).unwrap();
     assert_eq!(
-        (ws.packets, ws.drops[sluice_esp::DropReason::NoSa as usize]),
-        (10, 2)
+        (ws.rx_packets, ws.rx_bytes, ws.tx_packets),
+        (20, 30_000, 18)
     );
-    t.hot(h).replay.update(77).unwrap();
+    assert_eq!((ws.bursts, ws.busy_polls, ws.idle_polls), (2, 2, 0));
+    assert_eq!(ws.dropped(DropReason::NoSa), 2);
+    assert_eq!(w.worker_counters(4).unwrap().idle_polls, 5);
+    assert!(w.worker_counters(10_000).is_none());
+    let a = r.worker_counters(3).unwrap() as *const WorkerCounters as usize;
+    let b = r.worker_counters(4).unwrap() as *const WorkerCounters as usize;
+    assert!(
+        b - a >= 64 && a % 64 == 0,
+        "workers must not share a cache line"
+    );
+
     w.delete_sa(h).unwrap();
     t.quiescent();
     let h2 = w.insert_sa(&sa(2, Direction::Inbound, 6)).unwrap();
     assert_eq!(h2.slot, h.slot, "the only slot was reused");
     assert_eq!(w.sa_counters(h2).unwrap(), CounterSnapshot::default());
-    assert_eq!(t.hot(h2).replay.top(), 0, "replay window reset on reuse");
+    let hot = w.sa_hot(h2).unwrap();
+    assert_eq!(hot.replay.top(), 0, "replay window reset on reuse");
+    assert_eq!(hot.seq.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        hot.owner.load(std::sync::atomic::Ordering::Relaxed),
+        NO_OWNER
+    );
     assert!(w.sa_counters(h).is_none());
     let _ = std::fs::remove_file(&p);
 }
