@@ -57,17 +57,95 @@ pub struct IkeProposal {
     pub groups: Vec<DhGroup>,
 }
 
-/// The ESP transform of a CHILD SA (AES-GCM-16 only, for now).
+/// An ESP transform for CHILD SAs (RFC 7296 §3.3.2); ESN off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EspProposal {
-    /// AES key bits: 128 or 256.
-    pub aes_gcm_bits: u16,
+pub enum EspProposal {
+    /// ENCR_AES_GCM_16 (RFC 4106), 128 or 256-bit key.
+    AesGcm16 {
+        /// Key bits.
+        bits: u16,
+    },
+    /// ENCR_AES_CBC with AUTH_HMAC_SHA2_256_128 (RFC 3602, RFC 4868).
+    AesCbcHmacSha256 {
+        /// Key bits.
+        bits: u16,
+    },
+    /// ENCR_CHACHA20_POLY1305 (RFC 7634).
+    ChaCha20Poly1305,
 }
 
 impl EspProposal {
-    /// KEYMAT bytes per direction (key + 4-byte salt).
+    /// KEYMAT bytes of the encryption key per direction (with the 4-byte
+    /// salt of AEAD transforms, RFC 7296 §2.17).
     pub fn encr_len(self) -> usize {
-        usize::from(self.aes_gcm_bits / 8) + 4
+        match self {
+            EspProposal::AesGcm16 { bits } => usize::from(bits / 8) + 4,
+            EspProposal::AesCbcHmacSha256 { bits } => usize::from(bits / 8),
+            EspProposal::ChaCha20Poly1305 => 36,
+        }
+    }
+
+    /// KEYMAT bytes of the integrity key per direction.
+    pub fn integ_len(self) -> usize {
+        match self {
+            EspProposal::AesCbcHmacSha256 { .. } => 32,
+            _ => 0,
+        }
+    }
+
+    /// IANA (encryption ID, key bits, integrity ID).
+    pub fn ids(self) -> (u16, u16, u16) {
+        match self {
+            EspProposal::AesGcm16 { bits } => (20, bits, 0),
+            EspProposal::AesCbcHmacSha256 { bits } => (12, bits, 12),
+            EspProposal::ChaCha20Poly1305 => (28, 256, 0),
+        }
+    }
+
+    pub(crate) fn transforms(self) -> Vec<ike_wire::Transform> {
+        use ike_wire::{Transform, TransformType};
+        let (e, bits, i) = self.ids();
+        let mut t = vec![match self {
+            EspProposal::ChaCha20Poly1305 => Transform::new(TransformType::ENCR, e),
+            _ => Transform::with_key_len(TransformType::ENCR, e, bits),
+        }];
+        if i != 0 {
+            t.push(Transform::new(TransformType::INTEG, i));
+        }
+        t.push(Transform::new(TransformType::ESN, 0));
+        t
+    }
+
+    /// Whether an ESP proposal offers this transform (and ESN off).
+    pub(crate) fn offered_by(self, p: &ike_wire::Proposal) -> bool {
+        use ike_wire::TransformType;
+        let (e, bits, i) = self.ids();
+        let encr = p.transforms.iter().any(|t| {
+            t.ttype == TransformType::ENCR
+                && t.id == e
+                && (matches!(self, EspProposal::ChaCha20Poly1305) || t.key_len() == Some(bits))
+        });
+        let integ = i == 0
+            || p.transforms
+                .iter()
+                .any(|t| t.ttype == TransformType::INTEG && t.id == i);
+        let no_esn = p
+            .transforms
+            .iter()
+            .any(|t| t.ttype == TransformType::ESN && t.id == 0)
+            || !p.transforms.iter().any(|t| t.ttype == TransformType::ESN);
+        p.protocol == ike_wire::ProtocolId::ESP && p.spi.len() == 4 && encr && integ && no_esn
+    }
+
+    /// strongSwan-style name, for logs.
+    pub fn name(self) -> String {
+        match self {
+            EspProposal::AesGcm16 { bits } => format!("ESP:AES_GCM_16_{bits}/NO_EXT_SEQ"),
+            EspProposal::AesCbcHmacSha256 { bits } => {
+                format!("ESP:AES_CBC_{bits}/HMAC_SHA2_256_128/NO_EXT_SEQ")
+            }
+            EspProposal::ChaCha20Poly1305 => "ESP:CHACHA20_POLY1305/NO_EXT_SEQ".into(),
+        }
     }
 }
 
@@ -266,8 +344,9 @@ pub struct Config {
     pub psk: Zeroizing<Vec<u8>>,
     /// IKE proposal.
     pub ike: IkeProposal,
-    /// ESP proposal of the first CHILD SA.
-    pub esp: EspProposal,
+    /// Acceptable ESP transforms for CHILD SAs, preferred first: all are
+    /// offered; a responder picks the first of its own the peer offers.
+    pub esp: Vec<EspProposal>,
     /// Our side's traffic selectors.
     pub local_ts: Vec<Selector>,
     /// The peer's side.

@@ -54,6 +54,10 @@ pub struct ChildSa {
     pub encr_in: Secret,
     /// Outbound key and salt.
     pub encr_out: Secret,
+    /// Inbound integrity key (empty for AEAD).
+    pub integ_in: Secret,
+    /// Outbound integrity key (empty for AEAD).
+    pub integ_out: Secret,
     /// Transform.
     pub esp: EspProposal,
     /// Our traffic selectors.
@@ -74,15 +78,31 @@ impl ChildSa {
     ) -> [String; 2] {
         let fam = if local.is_ipv4() { "IPv4" } else { "IPv6" };
         let h = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let row = |src: std::net::IpAddr, dst: std::net::IpAddr, spi: u32, key: &[u8]| {
+        let (encr, integ) = match self.esp {
+            EspProposal::AesGcm16 { .. } => ("AES-GCM with 16 octet ICV [RFC4106]", "NULL"),
+            EspProposal::AesCbcHmacSha256 { .. } => {
+                ("AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]")
+            }
+            EspProposal::ChaCha20Poly1305 => ("ChaCha20 with Poly1305 [RFC7634]", "NULL"),
+        };
+        let row = |src: std::net::IpAddr,
+                   dst: std::net::IpAddr,
+                   spi: u32,
+                   key: &[u8],
+                   ik: &[u8]| {
+            let ik = if ik.is_empty() {
+                String::new()
+            } else {
+                format!("0x{}", h(ik))
+            };
             format!(
-                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"",
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{encr}\",\"0x{}\",\"{integ}\",\"{ik}\"",
                 h(key)
             )
         };
         [
-            row(local, remote, self.spi_out, &self.encr_out),
-            row(remote, local, self.spi_in, &self.encr_in),
+            row(local, remote, self.spi_out, &self.encr_out, &self.integ_out),
+            row(remote, local, self.spi_in, &self.encr_in, &self.integ_in),
         ]
     }
 }

@@ -2,7 +2,7 @@
 //! CHILD_SA, as initiator or responder; retransmission and response
 //! caching (RFC 7296 §1.2, §2.1-§2.2, §2.9, §2.14-§2.17, §2.23).
 
-use crate::config::{Config, Selector};
+use crate::config::{Config, EspProposal, Selector};
 use crate::{ChildSa, Error, Event, Random, Transmit};
 use ike_crypto::ke::{DhGroup, KeyExchange};
 use ike_crypto::keys::{
@@ -305,22 +305,22 @@ impl IkeSa {
         )
     }
 
-    fn esp_sa_payload(&self, num: u8, spi: u32) -> Payload {
+    /// An ESP SA payload offering `props` (one proposal each) with `spi`.
+    fn esp_sa_payload(spi: u32, props: &[EspProposal]) -> Payload {
         Payload::new(
             PayloadType::SA,
-            Body::Sa(vec![Proposal {
-                num,
-                protocol: ProtocolId::ESP,
-                spi: spi.to_be_bytes().to_vec(),
-                transforms: vec![
-                    Transform::with_key_len(
-                        TransformType::ENCR,
-                        EncrId::AES_GCM_16.0,
-                        self.cfg.esp.aes_gcm_bits,
-                    ),
-                    Transform::new(TransformType::ESN, 0),
-                ],
-            }]),
+            Body::Sa(
+                props
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| Proposal {
+                        num: (i + 1) as u8,
+                        protocol: ProtocolId::ESP,
+                        spi: spi.to_be_bytes().to_vec(),
+                        transforms: p.transforms(),
+                    })
+                    .collect(),
+            ),
         )
     }
 
@@ -808,35 +808,22 @@ impl IkeSa {
         Payload::new(t, Body::Ts(sel.iter().map(Selector::to_wire).collect()))
     }
 
-    /// The peer's ESP SPI from an SA payload that offers our transform.
-    fn esp_spi(&self, inner: &[Payload]) -> Option<u32> {
-        inner.iter().find_map(|p| match &p.body {
-            Body::Sa(props) => props.iter().find_map(|pr| {
-                let ok = pr.protocol == ProtocolId::ESP
-                    && pr.transforms.iter().any(|t| {
-                        t.ttype == TransformType::ENCR
-                            && t.id == EncrId::AES_GCM_16.0
-                            && t.key_len() == Some(self.cfg.esp.aes_gcm_bits)
-                    })
-                    && pr
-                        .transforms
-                        .iter()
-                        .filter(|t| t.ttype == TransformType::ESN)
-                        .all(|t| {
-                            t.id == 0
-                                || pr
-                                    .transforms
-                                    .iter()
-                                    .any(|u| u.ttype == TransformType::ESN && u.id == 0)
-                        });
-                ok.then(|| {
-                    <[u8; 4]>::try_from(pr.spi.as_slice())
-                        .ok()
-                        .map(u32::from_be_bytes)
-                })
-                .flatten()
-            }),
-            _ => None,
+    /// The peer's ESP SPI and the transform: the first of ours that an
+    /// offered proposal carries (as responder), or the one the responder
+    /// chose (as initiator, which offered only ours).
+    fn choose_esp(&self, inner: &[Payload]) -> Option<(u32, EspProposal)> {
+        let props: Vec<&Proposal> = inner
+            .iter()
+            .flat_map(|p| match &p.body {
+                Body::Sa(v) => v.iter().collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+            .collect();
+        self.cfg.esp.iter().find_map(|ours| {
+            props.iter().find(|p| ours.offered_by(p)).and_then(|p| {
+                let spi = u32::from_be_bytes(<[u8; 4]>::try_from(p.spi.as_slice()).ok()?);
+                Some((spi, *ours))
+            })
         })
     }
 
@@ -852,25 +839,37 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
         we_initiated: bool,
+        esp: EspProposal,
         local_ts: Vec<Selector>,
         remote_ts: Vec<Selector>,
     ) -> Result<(), Error> {
         let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
-        let len = self.cfg.esp.encr_len();
-        let c = child_keys(self.cfg.ike.prf, &k.sk_d, None, ni, nr, len, 0)
-            .ok_or(Error::State("prf+"))?;
-        let (encr_in, encr_out) = if we_initiated {
-            (c.encr_r, c.encr_i)
+        let c = child_keys(
+            self.cfg.ike.prf,
+            &k.sk_d,
+            None,
+            ni,
+            nr,
+            esp.encr_len(),
+            esp.integ_len(),
+        )
+        .ok_or(Error::State("prf+"))?;
+        let (encr_in, integ_in, encr_out, integ_out) = if we_initiated {
+            (c.encr_r, c.integ_r, c.encr_i, c.integ_i)
         } else {
-            (c.encr_i, c.encr_r)
+            (c.encr_i, c.integ_i, c.encr_r, c.integ_r)
         };
+        self.events
+            .push_back(Event::Log(format!("selected proposal: {}", esp.name())));
         self.children.push((spi_in, spi_out));
         self.events.push_back(Event::ChildInstalled(ChildSa {
             spi_in,
             spi_out,
             encr_in,
             encr_out,
-            esp: self.cfg.esp,
+            integ_in,
+            integ_out,
+            esp,
             local_ts,
             remote_ts,
             nat_t: self.nat_detected,
@@ -1047,7 +1046,7 @@ impl IkeSa {
         let inner = vec![
             idi,
             auth,
-            self.esp_sa_payload(1, self.child_spi_in),
+            Self::esp_sa_payload(self.child_spi_in, &self.cfg.esp),
             Self::ts_payload(PayloadType::TSI, &self.cfg.local_ts),
             Self::ts_payload(PayloadType::TSR, &self.cfg.remote_ts),
         ];
@@ -1089,7 +1088,7 @@ impl IkeSa {
         let (idr, idr_body) = self.id_payload(PayloadType::IDR);
         let auth = self.our_auth(&idr_body)?;
         // First CHILD SA: proposal and narrowed selectors (§2.9).
-        let peer_spi = self.esp_spi(&inner);
+        let chosen = self.choose_esp(&inner);
         let narrow = |offered: &[Selector], ours: &[Selector]| -> Vec<Selector> {
             offered
                 .iter()
@@ -1105,7 +1104,7 @@ impl IkeSa {
             &self.cfg.local_ts,
         );
         let mut out = vec![idr, auth];
-        let child = match peer_spi {
+        let child = match chosen {
             None => {
                 out.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
                 None
@@ -1114,11 +1113,11 @@ impl IkeSa {
                 out.push(notify(NotifyType::TS_UNACCEPTABLE, vec![]));
                 None
             }
-            Some(spi) => {
-                out.push(self.esp_sa_payload(1, self.child_spi_in));
+            Some((spi, esp)) => {
+                out.push(Self::esp_sa_payload(self.child_spi_in, &[esp]));
                 out.push(Self::ts_payload(PayloadType::TSI, &tsi));
                 out.push(Self::ts_payload(PayloadType::TSR, &tsr));
-                Some(spi)
+                Some((spi, esp))
             }
         };
         let bytes = self.protect(ExchangeType::IKE_AUTH, true, msg_id, &out, rng)?;
@@ -1128,9 +1127,9 @@ impl IkeSa {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
         });
-        if let Some(spi) = child {
+        if let Some((spi, esp)) = child {
             let (ni, nr) = (self.ni.clone(), self.nr.clone());
-            self.install_child(self.child_spi_in, spi, &ni, &nr, false, tsr, tsi)?;
+            self.install_child(self.child_spi_in, spi, &ni, &nr, false, esp, tsr, tsi)?;
         }
         Ok(())
     }
@@ -1156,13 +1155,13 @@ impl IkeSa {
             });
             return Ok(());
         }
-        let spi = self.esp_spi(&inner).ok_or(Error::Unexpected(
+        let (spi, esp) = self.choose_esp(&inner).ok_or(Error::Unexpected(
             "no acceptable ESP proposal in the response",
         ))?;
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
-        self.install_child(self.child_spi_in, spi, &ni, &nr, true, tsi, tsr)
+        self.install_child(self.child_spi_in, spi, &ni, &nr, true, esp, tsi, tsr)
     }
 
     /// Queues an INFORMATIONAL request; sent when the window is free.
@@ -1204,7 +1203,7 @@ impl IkeSa {
                     return Err(Error::State("no such CHILD SA request"));
                 };
                 vec![
-                    self.esp_sa_payload(1, r.spi_in),
+                    Self::esp_sa_payload(r.spi_in, &self.cfg.esp),
                     Payload::new(PayloadType::NONCE, Body::Nonce(r.nonce.clone())),
                     Self::ts_payload(PayloadType::TSI, &r.local_ts),
                     Self::ts_payload(PayloadType::TSR, &r.remote_ts),
@@ -1347,12 +1346,12 @@ impl IkeSa {
                 _ => None,
             })
             .ok_or(Error::Unexpected("no nonce"))?;
-        let spi_out = self
-            .esp_spi(&inner)
+        let (spi_out, esp) = self
+            .choose_esp(&inner)
             .ok_or(Error::Unexpected("no acceptable ESP proposal"))?;
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
-        self.install_child(req.spi_in, spi_out, &req.nonce, &nr, true, tsi, tsr)?;
+        self.install_child(req.spi_in, spi_out, &req.nonce, &nr, true, esp, tsi, tsr)?;
         self.start_next_op(now, rng)
     }
 
@@ -1395,7 +1394,7 @@ impl IkeSa {
                 _ => None,
             })
             .ok_or(Error::Unexpected("no nonce"))?;
-        let Some(spi_out) = self.esp_spi(&inner) else {
+        let Some((spi_out, esp)) = self.choose_esp(&inner) else {
             return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
         };
         let narrow = |offered: &[Selector], ours: &[Selector]| -> Vec<Selector> {
@@ -1418,14 +1417,14 @@ impl IkeSa {
         let spi_in = random_u32(rng);
         let nr = random_vec(rng, 32);
         let out = vec![
-            self.esp_sa_payload(1, spi_in),
+            Self::esp_sa_payload(spi_in, &[esp]),
             Payload::new(PayloadType::NONCE, Body::Nonce(nr.clone())),
             Self::ts_payload(PayloadType::TSI, &tsi),
             Self::ts_payload(PayloadType::TSR, &tsr),
         ];
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
-        self.install_child(spi_in, spi_out, &ni, &nr, false, tsr, tsi)
+        self.install_child(spi_in, spi_out, &ni, &nr, false, esp, tsr, tsi)
     }
 
     fn on_info_request(

@@ -44,7 +44,7 @@ fn cfg(local: &str, remote: &str, psk: &str, dh: Vec<DhGroup>) -> Config {
             prf: Prf::HmacSha256,
             groups: dh,
         },
-        esp: EspProposal { aes_gcm_bits: 128 },
+        esp: vec![EspProposal::AesGcm16 { bits: 128 }],
         local_ts: vec![lts],
         remote_ts: vec![rts],
         retransmit: Retransmit::default(),
@@ -169,6 +169,10 @@ impl Pair {
     }
 
     fn assert_established(&self) {
+        self.assert_established_with(20);
+    }
+
+    fn assert_established_with(&self, encr_len: usize) {
         assert_eq!(
             self.i.state(),
             State::Established,
@@ -191,7 +195,7 @@ impl Pair {
         assert_eq!(*ic[0].encr_out, *rc[0].encr_in);
         assert_eq!(*ic[0].encr_in, *rc[0].encr_out);
         assert_ne!(*ic[0].encr_in, *ic[0].encr_out);
-        assert_eq!(ic[0].encr_in.len(), 20);
+        assert_eq!(ic[0].encr_in.len(), encr_len);
         assert_eq!(ic[0].local_ts, rc[0].remote_ts);
     }
 }
@@ -700,4 +704,76 @@ fn selectors_display_as_operators_write_them() {
         ports: (443, 443),
     };
     assert_eq!(odd.to_string(), "198.19.2.1-198.19.2.6[6/443-443]");
+}
+
+#[test]
+fn esp_transform_negotiation() {
+    // The initiator prefers ChaCha20 but also offers AES-CBC + HMAC-SHA-256;
+    // the responder only does AES-CBC: that is chosen, with integrity keys.
+    let mut i_cfg = cfg(
+        "a.psw.test",
+        "b.psw.test",
+        "k0123456789abcdef",
+        vec![DhGroup::Curve25519],
+    );
+    i_cfg.esp = vec![
+        EspProposal::ChaCha20Poly1305,
+        EspProposal::AesCbcHmacSha256 { bits: 256 },
+    ];
+    let mut r_cfg = cfg(
+        "b.psw.test",
+        "a.psw.test",
+        "k0123456789abcdef",
+        vec![DhGroup::Curve25519],
+    );
+    r_cfg.esp = vec![
+        EspProposal::AesGcm16 { bits: 128 },
+        EspProposal::AesCbcHmacSha256 { bits: 256 },
+    ];
+    let mut p = Pair::new(i_cfg.clone(), r_cfg);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.assert_established_with(32);
+    let ic = Pair::children(&p.i_events);
+    let rc = Pair::children(&p.r_events);
+    assert_eq!(ic[0].esp, EspProposal::AesCbcHmacSha256 { bits: 256 });
+    assert_eq!(ic[0].integ_out.len(), 32);
+    assert_eq!(*ic[0].integ_out, *rc[0].integ_in);
+    assert_eq!(*ic[0].integ_in, *rc[0].integ_out);
+    // ChaCha20 on both sides.
+    let mut r2 = cfg(
+        "b.psw.test",
+        "a.psw.test",
+        "k0123456789abcdef",
+        vec![DhGroup::Curve25519],
+    );
+    r2.esp = vec![EspProposal::ChaCha20Poly1305];
+    let mut p = Pair::new(i_cfg.clone(), r2);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.assert_established_with(36);
+    assert_eq!(
+        Pair::children(&p.i_events)[0].esp,
+        EspProposal::ChaCha20Poly1305
+    );
+    // Nothing in common: the IKE SA comes up, the CHILD SA is refused.
+    let mut r3 = cfg(
+        "b.psw.test",
+        "a.psw.test",
+        "k0123456789abcdef",
+        vec![DhGroup::Curve25519],
+    );
+    r3.esp = vec![EspProposal::AesGcm16 { bits: 256 }];
+    let mut p = Pair::new(i_cfg, r3);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert_eq!(p.i.state(), State::Established);
+    assert!(Pair::children(&p.i_events).is_empty());
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::NO_PROPOSAL_CHOSEN)));
 }

@@ -87,7 +87,8 @@ pub(crate) struct Connection {
     /// `aes256gcm16-prfsha384-ecp384-x25519`, ...).
     #[serde(default = "default_ike")]
     pub(crate) ike_proposal: String,
-    /// ESP proposal: `aes128gcm16` or `aes256gcm16`.
+    /// ESP proposals, comma-separated, preferred first (`aes128gcm16`,
+    /// `aes256gcm16`, `aes128-sha256`, `aes256-sha256`, `chacha20poly1305`).
     #[serde(default = "default_esp")]
     pub(crate) esp_proposal: String,
     /// `none` or `initiate`.
@@ -188,15 +189,22 @@ pub(crate) fn parse_ike_proposal(s: &str) -> Result<IkeProposal, String> {
     Ok(IkeProposal { suite, prf, groups })
 }
 
-/// Parses an ESP proposal.
-pub(crate) fn parse_esp_proposal(s: &str) -> Result<EspProposal, String> {
-    match s {
-        "aes128gcm16" | "aes128gcm16-noesn" => Ok(EspProposal { aes_gcm_bits: 128 }),
-        "aes256gcm16" | "aes256gcm16-noesn" => Ok(EspProposal { aes_gcm_bits: 256 }),
-        other => Err(format!(
-            "ESP proposal {other:?}: supported are aes128gcm16 and aes256gcm16"
-        )),
-    }
+/// Parses ESP proposals, strongSwan syntax, comma-separated, preferred
+/// first: `aes128gcm16`, `aes256gcm16`, `aes128-sha256`, `aes256-sha256`,
+/// `chacha20poly1305` (an optional `-noesn` suffix is accepted).
+pub(crate) fn parse_esp_proposal(s: &str) -> Result<Vec<EspProposal>, String> {
+    s.split(',')
+        .map(|p| match p.trim().trim_end_matches("-noesn") {
+            "aes128gcm16" => Ok(EspProposal::AesGcm16 { bits: 128 }),
+            "aes256gcm16" => Ok(EspProposal::AesGcm16 { bits: 256 }),
+            "aes128-sha256" => Ok(EspProposal::AesCbcHmacSha256 { bits: 128 }),
+            "aes256-sha256" => Ok(EspProposal::AesCbcHmacSha256 { bits: 256 }),
+            "chacha20poly1305" => Ok(EspProposal::ChaCha20Poly1305),
+            other => Err(format!(
+                "ESP proposal {other:?}: supported are aes128gcm16, aes256gcm16, aes128-sha256, aes256-sha256, chacha20poly1305"
+            )),
+        })
+        .collect()
 }
 
 /// Parses `ADDR/LEN`.

@@ -420,34 +420,38 @@ impl Daemon2 {
         let now_s = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let key_bits = c.esp.aes_gcm_bits;
-        let mk =
-            |dir: Direction, spi: u32, src: SocketAddr, dst: SocketAddr, key: &[u8], sa_id: u64| {
-                SaConfig {
-                    sa_id,
-                    child_id: c.spi_in,
-                    direction: dir,
-                    spi,
-                    src: src.ip(),
-                    dst: dst.ip(),
-                    encap: c.nat_t.then_some((src.port(), dst.port())),
-                    encr_id: 20,
-                    key_bits,
-                    integ_id: 0,
-                    encr_key: key.to_vec(),
-                    integ_key: Vec::new(),
-                    esn: false,
-                    replay_window: 4096,
-                    lifetimes: Lifetimes::default(),
-                    installed_at: now_s,
-                }
-            };
+        let (encr_id, key_bits, integ_id) = c.esp.ids();
+        let mk = |dir: Direction,
+                  spi: u32,
+                  src: SocketAddr,
+                  dst: SocketAddr,
+                  keys: (&[u8], &[u8]),
+                  sa_id: u64| {
+            SaConfig {
+                sa_id,
+                child_id: c.spi_in,
+                direction: dir,
+                spi,
+                src: src.ip(),
+                dst: dst.ip(),
+                encap: c.nat_t.then_some((src.port(), dst.port())),
+                encr_id,
+                key_bits,
+                integ_id,
+                encr_key: keys.0.to_vec(),
+                integ_key: keys.1.to_vec(),
+                esn: false,
+                replay_window: 4096,
+                lifetimes: Lifetimes::default(),
+                installed_at: now_s,
+            }
+        };
         let inbound = mk(
             Direction::Inbound,
             c.spi_in,
             remote,
             local,
-            &c.encr_in,
+            (&c.encr_in, &c.integ_in),
             self.next_sa_id,
         );
         let outbound = mk(
@@ -455,7 +459,7 @@ impl Daemon2 {
             c.spi_out,
             local,
             remote,
-            &c.encr_out,
+            (&c.encr_out, &c.integ_out),
             self.next_sa_id + 1,
         );
         self.next_sa_id += 2;

@@ -114,7 +114,7 @@ fn run() -> Result<(), String> {
                 Err(_) => vec![DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Ecp384],
             },
         },
-        esp: EspProposal { aes_gcm_bits: 128 },
+        esp: vec![EspProposal::AesGcm16 { bits: 128 }],
         local_ts: vec![cidr(&opt(&args, "--local-ts")?)?],
         remote_ts: vec![cidr(&opt(&args, "--remote-ts")?)?],
         retransmit: match opt(&args, "--retransmit") {
