@@ -24,8 +24,9 @@ declare -A WHAT=(
   [invalid-ke]="sluiced wants ECP-256: strongSwan's Curve25519 KE gets INVALID_KE_PAYLOAD, it retries"
   [esp-aes-cbc-sha256]="CHILD SA with ESP AES-CBC-128 + HMAC-SHA-256-128 (ESP_PROPOSALS=aes128-sha256)"
   [esp-chacha20]="CHILD SA with ESP ChaCha20-Poly1305 (ESP_PROPOSALS=chacha20poly1305)"
+  [ike-modp2048]="IKE SA with MODP-2048 and AES-256/SHA-384 (IKE_PROPOSALS=aes256-sha384-modp2048)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -114,19 +115,25 @@ for s in "${SCEN[@]}"; do
   rm -rf "$W"
   ok=1
   esp_env=${ESP_PROPOSALS:-}
+  ike_env=${IKE_PROPOSALS:-}
+  [ $s = ike-modp2048 ] && ike_env=aes256-sha384-modp2048
   case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; esac
-  if ! ESP_PROPOSALS=$esp_env KEYLOG=1 ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+  if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
   fi
   case $s in
-    psk-sw-initiates|invalid-ke|esp-*)
+    psk-sw-initiates|invalid-ke|esp-*|ike-*)
       if [ $s = invalid-ke ]; then SLUICE_IKE=aes128-sha256-ecp256 config
+      elif [ $s = ike-modp2048 ]; then SLUICE_IKE=$ike_env config
       elif [ -n "$esp_env" ]; then ESP_PROPOSALS=$esp_env config
       else config; fi
       start_sluiced || ok=0
       timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
       wait_log 'CHILD_SA installed' 5 || ok=0
       check_match 1 || ok=0
+      if [ $s = ike-modp2048 ]; then
+        "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 -o 'AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048' | sed 's/^/    strongSwan: /' | grep . || { echo "IKE SA not on MODP_2048"; ok=0; }
+      fi
       if [ $s = invalid-ke ]; then
         grep -m1 'it requested' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "no INVALID_KE_PAYLOAD round"; ok=0; }
       fi

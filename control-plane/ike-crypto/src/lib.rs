@@ -4,7 +4,7 @@
 //! - [`prf`]: PRF_HMAC_SHA2_256/384/512 and prf+ (RFC 7296 §2.13);
 //! - [`keys`]: SKEYSEED and SK_d/ai/ar/ei/er/pi/pr (§2.14), rekeyed SKEYSEED
 //!   (§2.18), CHILD SA KEYMAT (§2.17), shared-key AUTH (§2.15);
-//! - [`ke`]: Curve25519 and ECP-256/384 with peer value validation;
+//! - [`ke`]: Curve25519, ECP-256/384 and MODP-2048/3072 with peer value validation;
 //! - [`sk`]: the Encrypted payload with AES-CBC + HMAC-SHA2 or AES-GCM-16.
 //!
 //! The protocol core stays sans-IO: IVs are passed in by the caller; only
@@ -16,6 +16,7 @@
 
 pub mod ke;
 pub mod keys;
+mod modp;
 pub mod prf;
 pub mod sk;
 

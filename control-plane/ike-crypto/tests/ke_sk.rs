@@ -6,7 +6,13 @@ use ike_crypto::ke::{DhGroup, KeyExchange};
 use ike_crypto::sk::{Integ, SkKeys, Suite};
 use ike_crypto::CryptoError;
 
-const GROUPS: [DhGroup; 3] = [DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Ecp384];
+const GROUPS: [DhGroup; 5] = [
+    DhGroup::Curve25519,
+    DhGroup::Ecp256,
+    DhGroup::Ecp384,
+    DhGroup::Modp2048,
+    DhGroup::Modp3072,
+];
 
 #[test]
 fn both_sides_agree() {
@@ -37,6 +43,19 @@ fn bad_peer_values_are_refused() {
         .agree(&[0u8; 32])
         .unwrap_err();
     assert!(e.to_string().contains("group 31"));
+    // MODP: 0, 1 and values >= p are refused (RFC 6989 §2.1; p-1 in modp.rs).
+    for g in [DhGroup::Modp2048, DhGroup::Modp3072] {
+        let n = g.public_len();
+        let one = {
+            let mut v = vec![0u8; n];
+            v[n - 1] = 1;
+            v
+        };
+        for bad in [vec![0u8; n], one, vec![0xff; n]] {
+            let e = KeyExchange::new(g).unwrap().agree(&bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("group {}", g.id())), "{e}");
+        }
+    }
     // ECP: coordinates that are not on the curve.
     for g in [DhGroup::Ecp256, DhGroup::Ecp384] {
         let off = vec![0x42u8; g.public_len()];

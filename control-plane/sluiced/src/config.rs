@@ -157,6 +157,8 @@ pub(crate) fn parse_ike_proposal(s: &str) -> Result<IkeProposal, String> {
             "x25519" | "curve25519" => groups.push(DhGroup::Curve25519),
             "ecp256" => groups.push(DhGroup::Ecp256),
             "ecp384" => groups.push(DhGroup::Ecp384),
+            "modp2048" => groups.push(DhGroup::Modp2048),
+            "modp3072" => groups.push(DhGroup::Modp3072),
             other => {
                 return Err(format!(
                     "IKE proposal {s:?}: unknown or unsupported algorithm {other:?}"
@@ -341,6 +343,8 @@ mod tests {
         let p = parse_ike_proposal("aes256gcm16-prfsha384-ecp384").unwrap();
         assert_eq!(p.suite, Suite::AesGcm16 { key_len: 32 });
         assert_eq!(p.prf, Prf::HmacSha384);
+        let p = parse_ike_proposal("aes128-sha256-modp3072-modp2048").unwrap();
+        assert_eq!(p.groups, vec![DhGroup::Modp3072, DhGroup::Modp2048]);
         let p = parse_ike_proposal("aes128-sha512-x25519").unwrap();
         assert_eq!(p.prf, Prf::HmacSha512);
         assert!(parse_ike_proposal("aes128-x25519")
