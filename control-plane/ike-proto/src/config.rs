@@ -246,6 +246,15 @@ impl Selector {
         })
     }
 
+    /// Narrows `offered` selectors to our policy `ours` (RFC 7296 §2.9): every
+    /// non-empty intersection.
+    pub fn narrow(offered: &[Selector], ours: &[Selector]) -> Vec<Selector> {
+        offered
+            .iter()
+            .flat_map(|o| ours.iter().filter_map(|c| o.intersect(c)))
+            .collect()
+    }
+
     /// The intersection with `other` (RFC 7296 §2.9 narrowing), if any.
     pub fn intersect(&self, other: &Selector) -> Option<Selector> {
         let key = |a: IpAddr| match a {

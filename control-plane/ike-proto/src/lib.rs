@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod keylog;
 pub mod sa;
 
 pub use config::{Config, EspProposal, Identity, IkeProposal, Retransmit, Selector};

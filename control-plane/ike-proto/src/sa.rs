@@ -1089,17 +1089,11 @@ impl IkeSa {
         let auth = self.our_auth(&idr_body)?;
         // First CHILD SA: proposal and narrowed selectors (§2.9).
         let chosen = self.choose_esp(&inner);
-        let narrow = |offered: &[Selector], ours: &[Selector]| -> Vec<Selector> {
-            offered
-                .iter()
-                .flat_map(|o| ours.iter().filter_map(|c| o.intersect(c)))
-                .collect()
-        };
-        let tsi = narrow(
+        let tsi = Selector::narrow(
             &Self::selectors(&inner, PayloadType::TSI),
             &self.cfg.remote_ts,
         );
-        let tsr = narrow(
+        let tsr = Selector::narrow(
             &Self::selectors(&inner, PayloadType::TSR),
             &self.cfg.local_ts,
         );
@@ -1397,17 +1391,11 @@ impl IkeSa {
         let Some((spi_out, esp)) = self.choose_esp(&inner) else {
             return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
         };
-        let narrow = |offered: &[Selector], ours: &[Selector]| -> Vec<Selector> {
-            offered
-                .iter()
-                .flat_map(|o| ours.iter().filter_map(|c| o.intersect(c)))
-                .collect()
-        };
-        let tsi = narrow(
+        let tsi = Selector::narrow(
             &Self::selectors(&inner, PayloadType::TSI),
             &self.cfg.remote_ts,
         );
-        let tsr = narrow(
+        let tsr = Selector::narrow(
             &Self::selectors(&inner, PayloadType::TSR),
             &self.cfg.local_ts,
         );

@@ -121,7 +121,7 @@ impl Message {
                     have: 0,
                 }
             })?);
-        let mut next = PayloadType(u8_(&mut b, "IKE header")?);
+        let next = PayloadType(u8_(&mut b, "IKE header")?);
         let version = u8_(&mut b, "IKE header")?;
         if version >> 4 != 2 {
             return Err(Error::UnsupportedVersion(version));
@@ -136,40 +136,7 @@ impl Message {
                 len: length,
             });
         }
-        let mut b = &bytes[HEADER_LEN..length];
-        let mut payloads = Vec::new();
-        while next != PayloadType::NONE {
-            if payloads.len() >= MAX_PAYLOADS {
-                return Err(Error::TooMany("payloads"));
-            }
-            let ptype = next;
-            next = PayloadType(u8_(&mut b, "payload header")?);
-            let critical = u8_(&mut b, "payload header")? & 0x80 != 0;
-            let len = usize::from(u16_(&mut b, "payload header")?);
-            if len < 4 {
-                return Err(Error::BadLength {
-                    what: "payload",
-                    len,
-                });
-            }
-            let body = take(&mut b, len - 4, "payload body")?;
-            let parsed = Body::parse(ptype, next, body)?;
-            payloads.push(Payload {
-                ptype,
-                critical,
-                body: parsed,
-            });
-            if matches!(ptype, PayloadType::SK | PayloadType::SKF) {
-                // Its Next Payload names the first inner payload (§3.14).
-                next = PayloadType::NONE;
-            }
-        }
-        if !b.is_empty() {
-            return Err(Error::BadLength {
-                what: "bytes after the last payload",
-                len: b.len(),
-            });
-        }
+        let payloads = parse_chain(next, &bytes[HEADER_LEN..length], true)?;
         Ok(Message {
             header: Header {
                 spi_i,
@@ -186,43 +153,7 @@ impl Message {
     /// Parses the decrypted content of an SK payload: a payload chain that
     /// starts with `first` and fills `bytes` exactly.
     pub fn parse_inner(first: PayloadType, bytes: &[u8]) -> Result<Vec<Payload>, Error> {
-        let mut b = bytes;
-        let mut next = first;
-        let mut out = Vec::new();
-        while next != PayloadType::NONE {
-            if out.len() >= MAX_PAYLOADS {
-                return Err(Error::TooMany("payloads"));
-            }
-            let ptype = next;
-            next = PayloadType(u8_(&mut b, "payload header")?);
-            let critical = u8_(&mut b, "payload header")? & 0x80 != 0;
-            let len = usize::from(u16_(&mut b, "payload header")?);
-            if len < 4 {
-                return Err(Error::BadLength {
-                    what: "payload",
-                    len,
-                });
-            }
-            let body = take(&mut b, len - 4, "payload body")?;
-            if matches!(ptype, PayloadType::SK | PayloadType::SKF) {
-                return Err(Error::BadValue {
-                    what: "SK inside SK",
-                    value: u32::from(ptype.0),
-                });
-            }
-            out.push(Payload {
-                ptype,
-                critical,
-                body: Body::parse(ptype, next, body)?,
-            });
-        }
-        if !b.is_empty() {
-            return Err(Error::BadLength {
-                what: "bytes after the last inner payload",
-                len: b.len(),
-            });
-        }
-        Ok(out)
+        parse_chain(first, bytes, false)
     }
 
     /// Serialises a payload chain (inner payloads of an SK payload, or the
@@ -281,4 +212,50 @@ impl Message {
         s.push_str(" ]");
         s
     }
+}
+
+/// Parses a payload chain starting with `first` that fills `b` exactly. In an
+/// outer message (`outer`) an SK or SKF payload ends the chain (its Next
+/// Payload names the first inner payload, §3.14); inside SK it is an error.
+fn parse_chain(first: PayloadType, mut b: &[u8], outer: bool) -> Result<Vec<Payload>, Error> {
+    let mut next = first;
+    let mut out = Vec::new();
+    while next != PayloadType::NONE {
+        if out.len() >= MAX_PAYLOADS {
+            return Err(Error::TooMany("payloads"));
+        }
+        let ptype = next;
+        next = PayloadType(u8_(&mut b, "payload header")?);
+        let critical = u8_(&mut b, "payload header")? & 0x80 != 0;
+        let len = usize::from(u16_(&mut b, "payload header")?);
+        if len < 4 {
+            return Err(Error::BadLength {
+                what: "payload",
+                len,
+            });
+        }
+        let body = take(&mut b, len - 4, "payload body")?;
+        let encrypted = matches!(ptype, PayloadType::SK | PayloadType::SKF);
+        if encrypted && !outer {
+            return Err(Error::BadValue {
+                what: "SK inside SK",
+                value: u32::from(ptype.0),
+            });
+        }
+        out.push(Payload {
+            ptype,
+            critical,
+            body: Body::parse(ptype, next, body)?,
+        });
+        if encrypted {
+            next = PayloadType::NONE;
+        }
+    }
+    if !b.is_empty() {
+        return Err(Error::BadLength {
+            what: "bytes after the last payload",
+            len: b.len(),
+        });
+    }
+    Ok(out)
 }

@@ -509,7 +509,7 @@ impl Daemon2 {
             if c.nat_t { "UDP-encapsulated" } else { "ESP" }
         );
         if let Some(dir) = &self.keylog {
-            if let Err(err) = append(
+            if let Err(err) = ike_proto::keylog::append(
                 dir,
                 "esp_sa",
                 &c.wireshark_esp_sa_lines(local.ip(), remote.ip()),
@@ -569,7 +569,7 @@ impl Daemon2 {
 
     fn keylog_ike(&self, sa: &IkeSa) {
         if let (Some(dir), Some(line)) = (&self.keylog, sa.wireshark_ikev2_line()) {
-            if let Err(err) = append(dir, "ikev2_decryption_table", &[line]) {
+            if let Err(err) = ike_proto::keylog::append(dir, "ikev2_decryption_table", &[line]) {
                 warn!("key log: {err}");
             }
         }
@@ -581,24 +581,6 @@ fn join(ts: &[Selector]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Appends to a key log table, created with mode 0600.
-fn append(dir: &std::path::Path, name: &str, lines: &[String]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    for l in lines {
-        writeln!(f, "{l}").map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -48,23 +48,6 @@ fn cidr(s: &str) -> Result<Selector, String> {
     Ok(Selector::subnet(addr, len))
 }
 
-/// Appends lines to a Wireshark table in `dir`, creating it with mode 0600.
-fn write_keylog(dir: &std::path::Path, name: &str, lines: &[String]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    for l in lines {
-        writeln!(f, "{l}").map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -261,7 +244,7 @@ fn run() -> Result<(), String> {
                         s.nat_detected()
                     );
                     if let (Some(dir), Some(line)) = (&keylog, s.wireshark_ikev2_line()) {
-                        write_keylog(dir, "ikev2_decryption_table", &[line])?;
+                        ike_proto::keylog::append(dir, "ikev2_decryption_table", &[line])?;
                     }
                 }
                 Event::ChildInstalled(c) => {
@@ -275,7 +258,11 @@ fn run() -> Result<(), String> {
                     }
                     if let Some(dir) = &keylog {
                         let (l, r) = s.addresses();
-                        write_keylog(dir, "esp_sa", &c.wireshark_esp_sa_lines(l.ip(), r.ip()))?;
+                        ike_proto::keylog::append(
+                            dir,
+                            "esp_sa",
+                            &c.wireshark_esp_sa_lines(l.ip(), r.ip()),
+                        )?;
                     }
                 }
                 // A responder keeps no state for an IKE_SA_INIT it refused
