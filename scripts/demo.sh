@@ -3,14 +3,16 @@
 #  1. encrypts ICMP echo packets with every supported algorithm (IPv4/IPv6, raw ESP
 #     and ESP-in-UDP) and has tshark decrypt and authenticate them with the same keys;
 #  2. decrypts them back with Sluice's own engine and prints the per-SA counters;
-#  3. runs the per-core ESP benchmark against the raw-AEAD roof (perf/run esp).
+#  3. runs the per-core ESP benchmark against the raw-AEAD roof (perf/run esp);
+#  4. (as root) has sluiced negotiate a tunnel with a real strongSwan in network
+#     namespaces and shows the CHILD SA it wrote into the shared SA table.
 # The tunnel demo through the real data plane replaces this with the data-plane issue.
 #
 # usage: scripts/demo.sh [--quick]     (--quick: shorter benchmark)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
-cargo build -q --release -p sluice-esp-interop -p sluice-perf
+cargo build -q --release -p sluice-esp-interop -p sluice-perf -p sluiced
 
 echo
 echo "== 1. ESP written by Sluice, decrypted and verified by tshark"
@@ -33,3 +35,11 @@ print(f"\n{'backend':<11}{'alg':<25}{'op':<7}{'size':>6}{'Gb/s':>8}{'Mpps':>8}{'
 for r in rows:
     print(f"{r['backend']:<11}{r['alg']:<25}{r['op']:<7}{r['size']:>6}{r['gbps']:>8.2f}{r['mpps']:>8.2f}{r['roof_gbps']:>11.2f}{r['ratio']:>7.2f}")
 PY
+
+echo
+echo "== 4. sluiced negotiates a tunnel with strongSwan (IKEv2, PSK) and installs the CHILD SA"
+if [ "$(id -u)" = 0 ]; then
+  tests/interop/strongswan.sh psk-sw-initiates
+else
+  echo "(skipped: needs root for network namespaces)"
+fi
