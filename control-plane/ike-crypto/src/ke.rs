@@ -2,7 +2,7 @@
 //! RFC 8031) and ECP-256/384 (groups 19/20, RFC 5903) through ring, which
 //! validates peer public values (points on the curve; X25519 outputs that
 //! are all zero, i.e. low-order peer points, are refused); MODP-2048/3072
-//! (groups 14/15, RFC 3526) through num-bigint, with 1 < y < p-1 checked.
+//! (groups 14/15, RFC 3526) through crypto-bigint (constant-time exponentiation), with 1 < y < p-1 checked.
 
 use crate::CryptoError;
 use ring::agreement;
