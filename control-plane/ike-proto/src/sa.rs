@@ -102,6 +102,10 @@ pub struct IkeSa {
     child_reqs: Vec<Option<ChildRequest>>,
     pending: Option<Pending>,
     last_response: Option<(u32, Vec<u8>)>,
+    /// SHA-256 of the request `last_response` answered: only that exact
+    /// datagram is a retransmission (a forged one with the same message ID
+    /// gets nothing).
+    last_request: Option<[u8; 32]>,
     local: SocketAddr,
     remote: SocketAddr,
     nat_detected: bool,
@@ -244,6 +248,7 @@ impl IkeSa {
             child_reqs: Vec::new(),
             pending: None,
             last_response: None,
+            last_request: None,
             local,
             remote,
             nat_detected: false,
@@ -930,8 +935,14 @@ impl IkeSa {
             }
         } else {
             // Requests: a retransmitted one gets the cached response (§2.1).
+            let digest: [u8; 32] = sha2::Sha256::digest(datagram).into();
             if let Some((id, bytes)) = &self.last_response {
                 if *id == h.message_id {
+                    if self.last_request != Some(digest) {
+                        return Err(Error::Unexpected(
+                            "request reuses the answered message ID with other bytes",
+                        ));
+                    }
                     self.transmit.push_back(Transmit {
                         dst: from,
                         data: bytes.clone(),
@@ -960,6 +971,9 @@ impl IkeSa {
                 let reply = vec![notify(*n, data.clone())];
                 let bytes = self.protect(h.exchange, true, msg_id, &reply, rng)?;
                 self.send_response(msg_id, bytes);
+            }
+            if matches!(&self.last_response, Some((id, _)) if *id == h.message_id) {
+                self.last_request = Some(digest);
             }
             r
         }

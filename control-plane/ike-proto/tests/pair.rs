@@ -777,3 +777,80 @@ fn esp_transform_negotiation() {
     assert!(Pair::children(&p.i_events).is_empty());
     assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::NO_PROPOSAL_CHOSEN)));
 }
+
+/// Every protected message that fails its ICV, is cut short, carries a
+/// rewritten header or an old message ID is dropped by an established SA
+/// without an answer, an event or a state change; the retransmitted last
+/// request gets the cached response, byte for byte.
+#[test]
+fn established_sa_drops_forged_truncated_and_out_of_window_messages() {
+    let mut p = psk_pair();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    let auth = p.i.poll_transmit().unwrap();
+    let from: SocketAddr = I_ADDR.parse().unwrap();
+    p.r.as_mut()
+        .unwrap()
+        .handle(p.now, from, &auth.data, &mut p.rng);
+    p.drain();
+    p.r_to_i(|_| 1);
+    p.assert_established();
+
+    // A liveness check (message ID 2) answered normally.
+    p.i.check_liveness(p.now, &mut p.rng).unwrap();
+    let dpd = p.i.poll_transmit().unwrap();
+    let r = p.r.as_mut().unwrap();
+    r.handle(p.now, from, &dpd.data, &mut p.rng);
+    let answer = r.poll_transmit().unwrap();
+    p.drain();
+    let events_before = p.r_events.len();
+
+    let mut forged = Vec::new();
+    // Each byte class of the message: header fields, payload header, IV,
+    // ciphertext and ICV.
+    for at in [17usize, 19, 23, 27, 30, 40, dpd.data.len() - 1] {
+        let mut m = dpd.data.clone();
+        m[at] ^= 0x01;
+        forged.push(m);
+    }
+    forged.push(dpd.data[..dpd.data.len() - 1].to_vec());
+    forged.push(dpd.data[..28].to_vec());
+    let mut longer = dpd.data.clone();
+    longer.push(0);
+    forged.push(longer);
+    forged.push(auth.data.clone()); // message ID 1: out of the window now
+    let r = p.r.as_mut().unwrap();
+    for (n, m) in forged.iter().enumerate() {
+        r.handle(p.now, from, m, &mut p.rng);
+        assert!(r.poll_transmit().is_none(), "forged message {n} answered");
+        while let Some(e) = r.poll_event() {
+            // Only the reason it was dropped, for the log.
+            assert!(
+                matches!(e, Event::Dropped(_)),
+                "forged message {n} raised {e:?}"
+            );
+        }
+        assert_eq!(r.state(), State::Established);
+    }
+    assert_eq!(p.r_events.len(), events_before);
+
+    // The last request again: the cached response, not a new one.
+    r.handle(p.now, from, &dpd.data, &mut p.rng);
+    assert_eq!(r.poll_transmit().unwrap().data, answer.data);
+
+    // The initiator drops a tampered response and keeps retransmitting.
+    let mut bad = answer.data.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x80;
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &bad, &mut p.rng);
+    p.drain();
+    assert!(!p.i_events.iter().any(|e| matches!(e, Event::Alive)));
+    let t = p.i.poll_timeout().unwrap();
+    p.advance(t - p.now);
+    let resent = p.i.poll_transmit().unwrap();
+    assert_eq!(resent.data, dpd.data, "retransmission is the same request");
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &answer.data, &mut p.rng);
+    p.drain();
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Alive)));
+    assert_eq!(p.i.state(), State::Established);
+}
