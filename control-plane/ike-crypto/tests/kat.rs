@@ -1,8 +1,9 @@
-//! Known answers: RFC 4231 for the PRFs, and a full IKE SA / CHILD SA key
-//! derivation and PSK AUTH taken from a real strongSwan's key log.
+//! Known answers: RFC 4231 for the PRFs, NIST's ACVP IKEv2 KDF vector, and a
+//! full IKE SA / CHILD SA key derivation and PSK AUTH taken from a real
+//! strongSwan's key log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use ike_crypto::keys::{child_keys, ike_keys, psk_auth, skeyseed, IkeKeyLengths};
+use ike_crypto::keys::{child_keys, ike_keys, psk_auth, skeyseed, skeyseed_rekey, IkeKeyLengths};
 use ike_crypto::prf::Prf;
 use std::collections::HashMap;
 
@@ -120,4 +121,69 @@ fn strongswan_psk_auth() {
         &f["auth_octets_i"],
     );
     assert!(!ike_crypto::keys::auth_matches(&wrong, &f["auth_i"]));
+}
+
+/// NIST ACVP IKEv2 KDF (SP 800-135 §4.1.2), HMAC-SHA2-256: SKEYSEED, the
+/// IKE SA keying material, the CHILD SA keying material with and without a
+/// fresh Diffie-Hellman value, and the rekeyed SKEYSEED, all through the
+/// functions the daemon uses.
+#[test]
+fn nist_acvp_ikev2_kdf_sha256() {
+    let v: HashMap<String, Vec<u8>> = include_str!("data/nist-acvp-ikev2-kdf-sha256.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(" = "))
+        .map(|l| {
+            let (k, v) = l.split_once(" = ").unwrap();
+            (k.trim().to_string(), h(v.trim()))
+        })
+        .collect();
+    let g = |k: &str| v.get(k).unwrap_or_else(|| panic!("{k} missing")).clone();
+    let (ni, nr, gir, gir_new) = (g("Ni"), g("Nr"), g("g^ir"), g("g^ir (new)"));
+    let spi = |k: &str| u64::from_be_bytes(g(k).try_into().unwrap());
+    let prf = Prf::HmacSha256;
+
+    let seed = skeyseed(prf, &ni, &nr, &gir);
+    assert_eq!(*seed, g("SKEYSEED"));
+
+    // 3072 bits = SK_d, SK_pi, SK_pr (3 x 32 bytes) + 2 x 144 bytes.
+    let dkm = g("DKM");
+    assert_eq!(dkm.len(), 384);
+    let k = ike_keys(
+        prf,
+        &seed,
+        &ni,
+        &nr,
+        spi("SPIi"),
+        spi("SPIr"),
+        IkeKeyLengths {
+            integ: 0,
+            encr: 144,
+        },
+    )
+    .unwrap();
+    let all: Vec<u8> = [
+        &k.sk_d, &k.sk_ai, &k.sk_ar, &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr,
+    ]
+    .iter()
+    .flat_map(|s| s.iter().copied())
+    .collect();
+    assert_eq!(all, dkm);
+    assert_eq!(*k.sk_d, dkm[..32]);
+
+    for (g_ir, name) in [
+        (None, "DKM(Child SA)"),
+        (Some(&gir_new[..]), "DKM(Child SA D-H)"),
+    ] {
+        let c = child_keys(prf, &k.sk_d, g_ir, &ni, &nr, 192, 0).unwrap();
+        let km: Vec<u8> = [&c.encr_i, &c.integ_i, &c.encr_r, &c.integ_r]
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(km, g(name), "{name}");
+    }
+
+    assert_eq!(
+        *skeyseed_rekey(prf, &k.sk_d, &gir_new, &ni, &nr),
+        g("SKEYSEED(Rekey)")
+    );
 }
