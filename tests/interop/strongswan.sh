@@ -25,8 +25,10 @@ declare -A WHAT=(
   [esp-aes-cbc-sha256]="CHILD SA with ESP AES-CBC-128 + HMAC-SHA-256-128 (ESP_PROPOSALS=aes128-sha256)"
   [esp-chacha20]="CHILD SA with ESP ChaCha20-Poly1305 (ESP_PROPOSALS=chacha20poly1305)"
   [ike-modp2048]="IKE SA with MODP-2048 and AES-256/SHA-384 (IKE_PROPOSALS=aes256-sha384-modp2048)"
+  [policy-two-children]="policy-based, two subnet pairs: sluiced initiates both children (IKE_AUTH + CREATE_CHILD_SA)"
+  [route-based]="route-based: one child for 0.0.0.0/0 and ::/0 both ways, strongSwan initiates"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 policy-two-children route-based)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -153,6 +155,36 @@ for s in "${SCEN[@]}"; do
       timeout 20 "$PAIR" sw A --initiate --ike psw --child net2 > "$W/init2.log" 2>&1 || { cat "$W/init2.log"; ok=0; }
       for _ in $(seq 30); do [ "$(grep -c 'CHILD_SA installed' "$W/log")" = 2 ] && break; sleep 0.1; done
       check_match 2 || ok=0
+      ;;
+    policy-two-children)
+      config 'start_action = "initiate"'
+      printf '\n[[connection.child]]\nname = "net-b"\nlocal_ts = ["198.19.4.0/24"]\nremote_ts = ["198.19.3.0/24"]\n' >> "$W/sluiced.toml"
+      conf=$SWAN_STATE/run/A/swanctl/swanctl.conf
+      sed -i '0,/^\( *\)children {/s//&\n\1  net-b {\n\1    local_ts = 198.19.3.0\/24\n\1    remote_ts = 198.19.4.0\/24\n\1    mode = tunnel\n\1  }/' "$conf"
+      "$PAIR" sw A --load-conns > /dev/null 2>&1
+      # libipsec routes a child only with a local address inside its selector.
+      "$PAIR" exec A ip addr add 198.19.3.1/32 dev lo
+      start_sluiced || ok=0
+      for _ in $(seq 100); do [ "$(grep -c 'CHILD_SA installed' "$W/log")" = 2 ] && break; sleep 0.1; done
+      check_match 2 || ok=0
+      for c in net net-b; do
+        "$PAIR" sw A --list-sas 2>/dev/null | grep -q "^  $c: .*INSTALLED" || { echo "strongSwan has no $c"; ok=0; }
+      done
+      table | grep -q '198.19.4.0/24' || { echo "no 198.19.4.0/24 policy in the table"; ok=0; }
+      ;;
+    route-based)
+      config
+      sed -i 's|^local_ts = .*|local_ts = ["0.0.0.0/0", "::/0"]|; s|^remote_ts = .*|remote_ts = ["0.0.0.0/0", "::/0"]|' "$W/sluiced.toml"
+      conf=$SWAN_STATE/run/A/swanctl/swanctl.conf
+      sed -i 's|local_ts  = 198.19.1.0/24|local_ts = 0.0.0.0/0,::/0|; s|remote_ts = 198.19.2.0/24|remote_ts = 0.0.0.0/0,::/0|' "$conf"
+      "$PAIR" sw A --load-conns > /dev/null 2>&1
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      check_match 1 || ok=0
+      "$PAIR" sw A --list-sas 2>/dev/null | grep -E '^ +(local|remote) ' | sed 's/^ */    strongSwan: /'
+      "$PAIR" sw A --list-sas 2>/dev/null | grep -q 'local  0.0.0.0/0 ::/0' || { echo "strongSwan's child is not 0.0.0.0/0 + ::/0"; ok=0; }
+      table | grep -q '::/0' || { echo "no ::/0 policy in the table"; ok=0; }
       ;;
     delete-by-strongswan)
       config; start_sluiced || ok=0

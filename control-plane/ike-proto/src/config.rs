@@ -356,12 +356,55 @@ pub struct Config {
     /// Acceptable ESP transforms for CHILD SAs, preferred first: all are
     /// offered; a responder picks the first of its own the peer offers.
     pub esp: Vec<EspProposal>,
+    /// The CHILD SAs this connection allows, each with its own pair of
+    /// selector sets (RFC 7296 §2.9): several for policy-based tunnels (one
+    /// per subnet pair, as with an ACL), one `0.0.0.0/0` + `::/0` child for
+    /// a route-based tunnel. The first is requested in IKE_AUTH.
+    pub children: Vec<ChildConfig>,
+    /// Request retransmission.
+    pub retransmit: Retransmit,
+}
+
+/// One configured CHILD SA: what our side protects and what the peer's
+/// side may be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildConfig {
+    /// Name used in logs (`net`, `voice`...).
+    pub name: String,
     /// Our side's traffic selectors.
     pub local_ts: Vec<Selector>,
     /// The peer's side.
     pub remote_ts: Vec<Selector>,
-    /// Request retransmission.
-    pub retransmit: Retransmit,
+}
+
+impl ChildConfig {
+    /// Narrows a peer's proposal (its TSi, TSr as the initiator sent them)
+    /// to this child (RFC 7296 §2.9): `(tsi, tsr)`, both non-empty, or None
+    /// when either side has nothing in common with it.
+    pub fn narrow(
+        &self,
+        tsi: &[Selector],
+        tsr: &[Selector],
+    ) -> Option<(Vec<Selector>, Vec<Selector>)> {
+        let i = Selector::narrow(tsi, &self.remote_ts);
+        let r = Selector::narrow(tsr, &self.local_ts);
+        (!i.is_empty() && !r.is_empty()).then_some((i, r))
+    }
+}
+
+impl Config {
+    /// The first configured child that accepts the peer's selectors, and the
+    /// narrowed selectors: children are never mixed, so a peer cannot pair
+    /// one child's local subnet with another's remote subnet.
+    pub fn select_child(
+        &self,
+        tsi: &[Selector],
+        tsr: &[Selector],
+    ) -> Option<(&ChildConfig, Vec<Selector>, Vec<Selector>)> {
+        self.children
+            .iter()
+            .find_map(|c| c.narrow(tsi, tsr).map(|(i, r)| (c, i, r)))
+    }
 }
 
 impl std::fmt::Debug for Config {

@@ -21,7 +21,7 @@ pub mod config;
 pub mod keylog;
 pub mod sa;
 
-pub use config::{Config, EspProposal, Identity, IkeProposal, Retransmit, Selector};
+pub use config::{ChildConfig, Config, EspProposal, Identity, IkeProposal, Retransmit, Selector};
 pub use sa::{nat_hash, IkeSa, Role, State};
 
 use core::fmt;

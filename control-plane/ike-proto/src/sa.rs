@@ -1057,12 +1057,17 @@ impl IkeSa {
         let _ = from;
         let (idi, idi_body) = self.id_payload(PayloadType::IDI);
         let auth = self.our_auth(&idi_body)?;
+        let first = self
+            .cfg
+            .children
+            .first()
+            .ok_or(Error::State("no CHILD SA configured"))?;
         let inner = vec![
             idi,
             auth,
             Self::esp_sa_payload(self.child_spi_in, &self.cfg.esp),
-            Self::ts_payload(PayloadType::TSI, &self.cfg.local_ts),
-            Self::ts_payload(PayloadType::TSR, &self.cfg.remote_ts),
+            Self::ts_payload(PayloadType::TSI, &first.local_ts),
+            Self::ts_payload(PayloadType::TSR, &first.remote_ts),
         ];
         let bytes = self.protect(ExchangeType::IKE_AUTH, false, 1, &inner, rng)?;
         self.state = State::AuthSent;
@@ -1103,14 +1108,14 @@ impl IkeSa {
         let auth = self.our_auth(&idr_body)?;
         // First CHILD SA: proposal and narrowed selectors (§2.9).
         let chosen = self.choose_esp(&inner);
-        let tsi = Selector::narrow(
-            &Self::selectors(&inner, PayloadType::TSI),
-            &self.cfg.remote_ts,
-        );
-        let tsr = Selector::narrow(
-            &Self::selectors(&inner, PayloadType::TSR),
-            &self.cfg.local_ts,
-        );
+        let (tsi, tsr) = self
+            .cfg
+            .select_child(
+                &Self::selectors(&inner, PayloadType::TSI),
+                &Self::selectors(&inner, PayloadType::TSR),
+            )
+            .map(|(_, i, r)| (i, r))
+            .unwrap_or_default();
         let mut out = vec![idr, auth];
         let child = match chosen {
             None => {
@@ -1405,17 +1410,12 @@ impl IkeSa {
         let Some((spi_out, esp)) = self.choose_esp(&inner) else {
             return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
         };
-        let tsi = Selector::narrow(
+        let Some((_, tsi, tsr)) = self.cfg.select_child(
             &Self::selectors(&inner, PayloadType::TSI),
-            &self.cfg.remote_ts,
-        );
-        let tsr = Selector::narrow(
             &Self::selectors(&inner, PayloadType::TSR),
-            &self.cfg.local_ts,
-        );
-        if tsi.is_empty() || tsr.is_empty() {
+        ) else {
             return refuse(self, NotifyType::TS_UNACCEPTABLE, rng);
-        }
+        };
         let spi_in = random_u32(rng);
         let nr = random_vec(rng, 32);
         let out = vec![

@@ -45,8 +45,11 @@ fn cfg(local: &str, remote: &str, psk: &str, dh: Vec<DhGroup>) -> Config {
             groups: dh,
         },
         esp: vec![EspProposal::AesGcm16 { bits: 128 }],
-        local_ts: vec![lts],
-        remote_ts: vec![rts],
+        children: vec![ChildConfig {
+            name: "net".into(),
+            local_ts: vec![lts],
+            remote_ts: vec![rts],
+        }],
         retransmit: Retransmit::default(),
     }
 }
@@ -243,7 +246,7 @@ fn narrowing_picks_the_intersection() {
         "k0123456789abcdef",
         vec![DhGroup::Curve25519],
     );
-    r_cfg.local_ts = vec![Selector::subnet("198.19.2.128".parse().unwrap(), 25)];
+    r_cfg.children[0].local_ts = vec![Selector::subnet("198.19.2.128".parse().unwrap(), 25)];
     let mut p = Pair::new(i_cfg, r_cfg);
     p.i_to_r(|_| 1);
     p.r_to_i(|_| 1);
@@ -853,4 +856,48 @@ fn established_sa_drops_forged_truncated_and_out_of_window_messages() {
     p.drain();
     assert!(p.i_events.iter().any(|e| matches!(e, Event::Alive)));
     assert_eq!(p.i.state(), State::Established);
+}
+
+/// Policy-based children: the responder accepts each configured subnet
+/// pair, narrowed, and refuses a pairing that mixes two children's subnets.
+#[test]
+fn several_children_are_never_mixed() {
+    let net = |s: &str, l: u8| Selector::subnet(s.parse().unwrap(), l);
+    let mut p = psk_pair();
+    p.r_cfg.children.push(ChildConfig {
+        name: "voice".into(),
+        local_ts: vec![net("198.19.4.0", 24)],
+        remote_ts: vec![net("198.19.3.0", 24)],
+    });
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.assert_established();
+    // The second child's pair, as the initiator wants a part of it.
+    p.i.create_child(
+        p.now,
+        vec![net("198.19.3.0", 25)],
+        vec![net("198.19.4.0", 23)],
+        &mut p.rng,
+    )
+    .unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    let ic = Pair::children(&p.i_events);
+    assert_eq!(ic.len(), 2);
+    assert_eq!(ic[1].local_ts, vec![net("198.19.3.0", 25)]);
+    assert_eq!(ic[1].remote_ts, vec![net("198.19.4.0", 24)], "narrowed");
+    // First child's local subnet with the second child's remote one.
+    p.i.create_child(
+        p.now,
+        vec![net("198.19.1.0", 24)],
+        vec![net("198.19.4.0", 24)],
+        &mut p.rng,
+    )
+    .unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert_eq!(Pair::children(&p.i_events).len(), 2);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::TS_UNACCEPTABLE)));
 }

@@ -37,6 +37,9 @@ pub(crate) struct Daemon {
     pub(crate) policy_capacity: u32,
     /// Responder IKE SAs waiting for IKE_AUTH, at most (more are dropped).
     pub(crate) max_half_open: usize,
+    /// Seconds a half-open responder IKE SA may wait for IKE_AUTH before it
+    /// is dropped (its slot freed).
+    pub(crate) half_open_timeout: u64,
     /// Opt-in key log directory for Wireshark (ikev2_decryption_table and
     /// esp_sa, mode 0600). Secrets: leave unset in production.
     pub(crate) keylog: Option<PathBuf>,
@@ -49,6 +52,7 @@ impl Default for Daemon {
             sa_capacity: 8192,
             policy_capacity: 4096,
             max_half_open: 1000,
+            half_open_timeout: 30,
             keylog: None,
         }
     }
@@ -283,19 +287,25 @@ impl File {
             if c.children.is_empty() {
                 return Err(ctx("at least one [[connection.child]] is required".into()));
             }
-            let mut local_ts = Vec::new();
-            let mut remote_ts = Vec::new();
+            let mut children = Vec::new();
             for ch in &c.children {
                 let cctx = |e: String| ctx(format!("child {:?}: {e}", ch.name));
                 if ch.local_ts.is_empty() || ch.remote_ts.is_empty() {
                     return Err(cctx("local_ts and remote_ts must not be empty".into()));
                 }
+                let mut local_ts = Vec::new();
                 for t in &ch.local_ts {
                     local_ts.push(parse_cidr(t).map_err(cctx)?);
                 }
+                let mut remote_ts = Vec::new();
                 for t in &ch.remote_ts {
                     remote_ts.push(parse_cidr(t).map_err(cctx)?);
                 }
+                children.push(ike_proto::ChildConfig {
+                    name: ch.name.clone(),
+                    local_ts,
+                    remote_ts,
+                });
             }
             out.push(Resolved {
                 name: c.name.clone(),
@@ -309,8 +319,7 @@ impl File {
                     psk: zeroize::Zeroizing::new(psk),
                     ike: parse_ike_proposal(&c.ike_proposal).map_err(ctx)?,
                     esp: parse_esp_proposal(&c.esp_proposal).map_err(ctx)?,
-                    local_ts,
-                    remote_ts,
+                    children,
                     retransmit: Retransmit {
                         initial: Duration::from_millis(c.retransmit_initial_ms.max(10)),
                         max: Duration::from_secs(64),

@@ -5,13 +5,13 @@
 //! runs their timers and turns their events into SA-table changes.
 
 use crate::config::{Daemon, Resolved, StartAction};
-use ike_proto::{ChildSa, Event, IkeSa, Random, Selector, State};
+use ike_proto::{ChildSa, Event, IkeSa, Random, Role, Selector, State};
 use ike_wire::{ExchangeType, Message};
 use ring::rand::SecureRandom;
 use sluice_sa_table::{
     Action, Capacity, Direction, Lifetimes, Policy, PolicyId, Prefix, SaConfig, SaHandle, Writer,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,6 +43,8 @@ struct Entry {
     sa: IkeSa,
     children: Vec<Installed>,
     next_dpd: Option<Instant>,
+    /// A responder SA still waiting for IKE_AUTH is dropped at this time.
+    half_open_until: Option<Instant>,
 }
 
 struct Daemon2 {
@@ -54,6 +56,9 @@ struct Daemon2 {
     writer: Writer,
     keylog: Option<std::path::PathBuf>,
     max_half_open: usize,
+    half_open_timeout: Duration,
+    /// Responder IKE SAs in InitAnswered (counted without a scan).
+    half_open: HashSet<u64>,
     rng: OsRandom,
     next_sa_id: u64,
 }
@@ -81,6 +86,8 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
         writer,
         keylog: cfg.keylog.clone(),
         max_half_open: cfg.max_half_open,
+        half_open_timeout: Duration::from_secs(cfg.half_open_timeout.max(1)),
+        half_open: HashSet::new(),
         rng: OsRandom(ring::rand::SystemRandom::new()),
         next_sa_id: 1,
         conns,
@@ -225,6 +232,33 @@ fn prefix_of(s: &Selector) -> Option<Prefix> {
 }
 
 impl Daemon2 {
+    /// As the initiator, the first configured child came with IKE_AUTH; the
+    /// others are requested now, one CREATE_CHILD_SA each (queued behind
+    /// each other by the message-ID window).
+    fn request_more_children(&mut self, id: u64, now: Instant) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if e.sa.role() != Role::Initiator {
+            return;
+        }
+        let Some(conn) = self.conns.get(e.conn) else {
+            return;
+        };
+        for ch in conn.ike.children.iter().skip(1) {
+            info!(child = %ch.name, "requesting CHILD_SA (CREATE_CHILD_SA)");
+            let r = e.sa.create_child(
+                now,
+                ch.local_ts.clone(),
+                ch.remote_ts.clone(),
+                &mut self.rng,
+            );
+            if let Err(err) = r {
+                warn!(child = %ch.name, "CREATE_CHILD_SA not sent: {err}");
+            }
+        }
+    }
+
     fn initiate(&mut self, conn: usize, now: Instant) {
         let c = &self.conns[conn];
         let span = info_span!("conn", name = %c.name);
@@ -250,7 +284,12 @@ impl Daemon2 {
         self.next_id += 1;
         let (spi_i, _) = sa.spis();
         self.by_spi.insert((spi_i, self.conns[conn].remote), id);
-        let next_dpd = self.conns[conn].dpd.map(|d| Instant::now() + d);
+        let now = Instant::now();
+        let next_dpd = self.conns[conn].dpd.map(|d| now + d);
+        let half_open_until = (sa.role() == Role::Responder).then(|| {
+            self.half_open.insert(id);
+            now + self.half_open_timeout
+        });
         self.entries.insert(
             id,
             Entry {
@@ -258,6 +297,7 @@ impl Daemon2 {
                 sa,
                 children: Vec::new(),
                 next_dpd,
+                half_open_until,
             },
         );
         id
@@ -292,11 +332,7 @@ impl Daemon2 {
             info!(%from, "IKE_SA_INIT from an unknown peer: dropped");
             return;
         };
-        let half_open = self
-            .entries
-            .values()
-            .filter(|e| e.sa.state() == State::InitAnswered)
-            .count();
+        let half_open = self.half_open.len();
         if half_open >= self.max_half_open {
             warn!(%from, half_open, "too many half-open IKE SAs: IKE_SA_INIT dropped");
             return;
@@ -321,6 +357,26 @@ impl Daemon2 {
     }
 
     fn timers(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .half_open
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.entries
+                    .get(id)
+                    .is_none_or(|e| e.half_open_until.is_some_and(|t| t <= now))
+            })
+            .collect();
+        for id in expired {
+            if let Some(e) = self.entries.get(&id) {
+                let span = info_span!("conn", name = %self.conns[e.conn].name);
+                let _g = span.enter();
+                let (spi_i, spi_r) = e.sa.spis();
+                info!("half-open IKE SA {spi_i:016x}_i {spi_r:016x}_r: no IKE_AUTH in time");
+                self.remove(id, "half-open timeout");
+            }
+            self.half_open.remove(&id);
+        }
         let ids: Vec<u64> = self.entries.keys().copied().collect();
         for id in ids {
             let Some(e) = self.entries.get_mut(&id) else {
@@ -379,6 +435,7 @@ impl Daemon2 {
             }
         }
         let mut close = None;
+        let mut more_children = false;
         for ev in events {
             match ev {
                 Event::Established { spi_i, spi_r } => {
@@ -386,6 +443,7 @@ impl Daemon2 {
                     if let Some(e) = self.entries.get(&id) {
                         self.keylog_ike(&e.sa);
                     }
+                    more_children = true;
                 }
                 Event::ChildInstalled(c) => self.install(id, c),
                 Event::ChildDeleted { spi_in, spi_out } => self.uninstall(id, spi_in, spi_out),
@@ -407,8 +465,18 @@ impl Daemon2 {
                 Event::Log(l) => info!("{l}"),
             }
         }
+        if self
+            .entries
+            .get(&id)
+            .is_some_and(|e| e.sa.state() != State::InitAnswered)
+        {
+            self.half_open.remove(&id);
+        }
         if let Some(why) = close {
             self.remove(id, why);
+        } else if more_children {
+            self.request_more_children(id, Instant::now());
+            self.pump(id);
         }
     }
 
@@ -552,6 +620,7 @@ impl Daemon2 {
     }
 
     fn remove(&mut self, id: u64, why: &str) {
+        self.half_open.remove(&id);
         let Some(e) = self.entries.remove(&id) else {
             return;
         };

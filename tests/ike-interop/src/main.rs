@@ -7,7 +7,8 @@
 //! usage: ike-peer --role initiator|responder --local IP --remote IP
 //!        --id ID --remote-id ID --psk KEY --local-ts CIDR --remote-ts CIDR
 //!        [--groups 31,19,20] [--timeout SECONDS] [--retransmit MS,TRIES]
-//!        [--then linger|delete|wait-delete|dpd|second-child] [--children N]
+//!        [--then linger|delete|wait-delete|dpd|second-child|half-open]
+//!        [--children N]
 //!        [--keylog DIR]
 
 use ike_crypto::ke::DhGroup;
@@ -98,8 +99,11 @@ fn run() -> Result<(), String> {
             },
         },
         esp: vec![EspProposal::AesGcm16 { bits: 128 }],
-        local_ts: vec![cidr(&opt(&args, "--local-ts")?)?],
-        remote_ts: vec![cidr(&opt(&args, "--remote-ts")?)?],
+        children: vec![ChildConfig {
+            name: "net".into(),
+            local_ts: vec![cidr(&opt(&args, "--local-ts")?)?],
+            remote_ts: vec![cidr(&opt(&args, "--remote-ts")?)?],
+        }],
         retransmit: match opt(&args, "--retransmit") {
             // "INITIAL_MS,TRIES", shorter than the defaults for tests.
             Ok(r) => {
@@ -140,7 +144,9 @@ fn run() -> Result<(), String> {
     let mut done_at: Option<Instant> = None;
     // What to do once the CHILD SA is up: linger (answer retransmissions for
     // 2 s), delete (delete the IKE SA after 1 s), wait-delete (until the peer
-    // deletes it), dpd (liveness checks every second until the peer is dead).
+    // deletes it), dpd (liveness checks every second until the peer is dead),
+    // half-open (exit 0 as soon as IKE_SA_INIT is answered, sending no
+    // IKE_AUTH: the responder keeps a half-open SA).
     let then = opt(&args, "--then").unwrap_or_else(|_| "linger".into());
     let mut acted = false;
     // CHILD SAs to see before lingering ends (the peer may add some).
@@ -166,8 +172,13 @@ fn run() -> Result<(), String> {
                 "second-child" if !acted => {
                     if let Some(s) = sa.as_mut() {
                         println!("requesting a second CHILD SA (CREATE_CHILD_SA)");
-                        s.create_child(now, cfg.local_ts.clone(), cfg.remote_ts.clone(), &mut rng)
-                            .map_err(|e| e.to_string())?;
+                        s.create_child(
+                            now,
+                            cfg.children[0].local_ts.clone(),
+                            cfg.children[0].remote_ts.clone(),
+                            &mut rng,
+                        )
+                        .map_err(|e| e.to_string())?;
                     }
                     acted = true;
                     want_children = 2;
@@ -224,6 +235,11 @@ fn run() -> Result<(), String> {
         let Some(s) = sa.as_mut() else { continue };
         let mut forget = false;
         s.handle_timeout(now);
+        if then == "half-open" && s.state() == State::AuthSent {
+            // Leave the responder's IKE SA half-open: no IKE_AUTH.
+            println!("IKE_SA_INIT answered: stopping before IKE_AUTH");
+            return Ok(());
+        }
         while let Some(t) = s.poll_transmit() {
             let (sock, bytes) = if t.dst.port() == 500 {
                 (&s500, t.data)
