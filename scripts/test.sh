@@ -46,6 +46,7 @@ step esp-tshark tests/interop/esp-tshark.sh
 step esp-strongswan as_root tests/interop/esp-strongswan.sh
 step ike-strongswan as_root tests/interop/ike-strongswan.sh
 step sluiced-strongswan as_root tests/interop/strongswan.sh
+step sluiced-peers as_root tests/interop/sluiced-peers.sh
 step perf-smoke perf/run esp --quick
 
 echo
