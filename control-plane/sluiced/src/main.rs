@@ -72,9 +72,32 @@ fn show(args: &[String]) -> Result<(), String> {
             std::path::PathBuf::from,
         );
     let r = sluice_sa_table::Reader::attach(&path).map_err(|e| e.to_string())?;
-    let sas = r.register_thread().map_err(|e| e.to_string())?.live_sas();
+    let t = r.register_thread().map_err(|e| e.to_string())?;
+    let sas = t.live_sas();
+    let policies = t.policies();
     println!("{} SA(s) in {}", sas.len(), path.display());
-    for (_, c, n) in sas {
+    let spi_of = |h: sluice_sa_table::SaHandle| {
+        sas.iter()
+            .find(|(x, _, _)| *x == h)
+            .map_or_else(|| "-".to_string(), |(_, c, _)| format!("{:08x}", c.spi))
+    };
+    let policy_lines: Vec<String> = policies
+        .iter()
+        .map(|(id, p, sa)| {
+            let what = match p.action {
+                sluice_sa_table::Action::Protect => {
+                    format!("protect, out SPI {}", sa.map_or("none".into(), spi_of))
+                }
+                sluice_sa_table::Action::Bypass => "bypass".into(),
+                sluice_sa_table::Action::Drop => "drop".into(),
+            };
+            format!(
+                "  policy {:<4} {}/{} === {}/{}  {what}",
+                id.0, p.src.addr, p.src.len, p.dst.addr, p.dst.len
+            )
+        })
+        .collect();
+    for (_, c, n) in sas.iter() {
         let dir = match c.direction {
             sluice_sa_table::Direction::Inbound => "in ",
             sluice_sa_table::Direction::Outbound => "out",
@@ -86,6 +109,10 @@ fn show(args: &[String]) -> Result<(), String> {
             "  {dir} SPI {:08x}  {} -> {}  {encap}  encr {} ({} bits)  child {:08x}  {} packets, {} bytes",
             c.spi, c.src, c.dst, c.encr_id, c.key_bits, c.child_id, n.packets, n.bytes
         );
+    }
+    println!("{} polic(ies)", policy_lines.len());
+    for l in policy_lines {
+        println!("{l}");
     }
     Ok(())
 }

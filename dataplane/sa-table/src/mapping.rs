@@ -340,7 +340,7 @@ impl Mapping {
 
     /// The SA a policy's binding word points at, if it is still the SA that
     /// was bound (same generation).
-    fn bound_sa(&self, policy: u32) -> Option<SaHandle> {
+    pub(crate) fn bound_sa(&self, policy: u32) -> Option<SaHandle> {
         if policy >= self.off.policy_capacity as u32 {
             return None;
         }

@@ -1,11 +1,11 @@
 //! The data plane's side: lock-free readers.
 
-use crate::config::{FlowKey, SaConfig, SaKeys};
+use crate::config::{FlowKey, Policy, SaConfig, SaKeys};
 use crate::counters::CounterSnapshot;
 use crate::epoch;
 use crate::error::TableError;
 use crate::layout::*;
-use crate::mapping::{my_pid, process_start_time, Mapping, PolicyMatch, SaHandle};
+use crate::mapping::{my_pid, process_start_time, Mapping, PolicyId, PolicyMatch, SaHandle};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::net::IpAddr;
@@ -174,6 +174,23 @@ impl ReaderThread {
             .collect();
         buf.zeroize();
         out
+    }
+
+    /// The live policies and the outbound SA each is bound to, for
+    /// `show`-style status. A snapshot of the records: a policy replaced
+    /// while it is read may be missing or shown with its old binding; read
+    /// again for a settled view.
+    pub fn policies(&self) -> Vec<(PolicyId, Policy, Option<SaHandle>)> {
+        let cap = u32::try_from(self.m.off.policy_capacity).unwrap_or(u32::MAX);
+        (0..cap)
+            .filter_map(|i| {
+                let rec = self.m.policy_record(i);
+                let w: [u64; POLICY_WORDS] =
+                    std::array::from_fn(|k| rec.get(k).map_or(0, |x| x.load(Ordering::Acquire)));
+                let p = Policy::from_words(&w)?;
+                Some((PolicyId(i), p, self.m.bound_sa(i)))
+            })
+            .collect()
     }
 
     /// Announces a quiescent point: call once per burst or poll loop, holding

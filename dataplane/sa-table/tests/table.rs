@@ -463,6 +463,17 @@ fn most_specific_policy_wins_and_rekey_rebinds() {
         t.lookup_outbound(&flow("198.19.1.1", "198.19.2.7", 1, 0, 0)),
         Some(PolicyMatch::Protect(net, new))
     );
+    // A reader lists the policies and their bindings, as `show` prints them.
+    let listed = t.policies();
+    assert_eq!(listed.len(), 4);
+    let bound: Vec<_> = listed
+        .iter()
+        .filter_map(|(id, _, sa)| sa.map(|h| (*id, h)))
+        .collect();
+    assert_eq!(bound, vec![(net, new)]);
+    assert!(listed
+        .iter()
+        .any(|(id, p, _)| *id == v6 && p.src == pfx("2001:db8:1::", 48)));
     // A restarted writer gets its policies back.
     drop(w);
     let w = Writer::create_or_attach(&p, CAP).unwrap();
