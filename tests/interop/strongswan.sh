@@ -27,8 +27,9 @@ declare -A WHAT=(
   [ike-modp2048]="IKE SA with MODP-2048 and AES-256/SHA-384 (IKE_PROPOSALS=aes256-sha384-modp2048)"
   [policy-two-children]="policy-based, two subnet pairs: sluiced initiates both children (IKE_AUTH + CREATE_CHILD_SA)"
   [route-based]="route-based: one child for 0.0.0.0/0 and ::/0 both ways, strongSwan initiates"
+  [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 policy-two-children route-based)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 policy-two-children route-based keylog-tshark)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -120,11 +121,12 @@ for s in "${SCEN[@]}"; do
   ike_env=${IKE_PROPOSALS:-}
   [ $s = ike-modp2048 ] && ike_env=aes256-sha384-modp2048
   case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; esac
-  if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+  cap=0; [ $s = keylog-tshark ] && cap=1
+  if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
   fi
   case $s in
-    psk-sw-initiates|invalid-ke|esp-*|ike-*)
+    psk-sw-initiates|invalid-ke|esp-*|ike-*|keylog-tshark)
       if [ $s = invalid-ke ]; then SLUICE_IKE=aes128-sha256-ecp256 config
       elif [ $s = ike-modp2048 ]; then SLUICE_IKE=$ike_env config
       elif [ -n "$esp_env" ]; then ESP_PROPOSALS=$esp_env config
@@ -135,6 +137,18 @@ for s in "${SCEN[@]}"; do
       check_match 1 || ok=0
       if [ $s = ike-modp2048 ]; then
         "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 -o 'AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048' | sed 's/^/    strongSwan: /' | grep . || { echo "IKE SA not on MODP_2048"; ok=0; }
+      fi
+      if [ $s = keylog-tshark ]; then
+        "$PAIR" capture-stop 2>/dev/null
+        mode=$(stat -c %a "$W/keylog/ikev2_decryption_table" 2>/dev/null)
+        [ "$mode" = 600 ] || { echo "key log mode is '$mode', expected 600"; ok=0; }
+        # Only sluiced's key log: a Wireshark profile holding nothing else.
+        dec=$(WIRESHARK_CONFIG_DIR=$W/keylog tshark -n -r "$SWAN_STATE/captures/psk-ikev2.pcap" \
+              -Y 'isakmp.exchangetype==35' -V 2>/dev/null)
+        good=$(grep -c 'Integrity Checksum Data.*\[correct\]' <<< "$dec")
+        ids=$(grep -c -E 'Identification Data:(a|b)\.psw\.test' <<< "$dec")
+        echo "    tshark: $good IKE_AUTH ICVs correct, $ids identities decrypted with sluiced's key log"
+        [ "$good" = 2 ] && [ "$ids" -ge 2 ] || { echo "tshark could not decrypt the IKE_AUTH exchange"; ok=0; }
       fi
       if [ $s = invalid-ke ]; then
         grep -m1 'it requested' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "no INVALID_KE_PAYLOAD round"; ok=0; }
