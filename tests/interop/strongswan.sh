@@ -27,9 +27,10 @@ declare -A WHAT=(
   [ike-modp2048]="IKE SA with MODP-2048 and AES-256/SHA-384 (IKE_PROPOSALS=aes256-sha384-modp2048)"
   [policy-two-children]="policy-based, two subnet pairs: sluiced initiates both children (IKE_AUTH + CREATE_CHILD_SA)"
   [route-based]="route-based: one child for 0.0.0.0/0 and ::/0 both ways, strongSwan initiates"
+  [psk-dn-ids]="IDs of type DER_ASN1_DN on both sides (C=CH, O=Sluice Interop, CN=...), strongSwan initiates"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 policy-two-children route-based keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 policy-two-children route-based psk-dn-ids keylog-tshark)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -169,6 +170,19 @@ for s in "${SCEN[@]}"; do
       timeout 20 "$PAIR" sw A --initiate --ike psw --child net2 > "$W/init2.log" 2>&1 || { cat "$W/init2.log"; ok=0; }
       for _ in $(seq 30); do [ "$(grep -c 'CHILD_SA installed' "$W/log")" = 2 ] && break; sleep 0.1; done
       check_match 2 || ok=0
+      ;;
+    psk-dn-ids)
+      dn_a="C=CH, O=Sluice Interop, CN=a.psw.test"; dn_b="C=CH, O=Sluice Interop, CN=b.psw.test"
+      config
+      sed -i "s|^local_id = .*|local_id = \"$dn_b\"|; s|^remote_id = .*|remote_id = \"$dn_a\"|" "$W/sluiced.toml"
+      conf=$SWAN_STATE/run/A/swanctl/swanctl.conf
+      sed -i "s|id = a.psw.test|id = \"$dn_a\"|; s|id = b.psw.test|id = \"$dn_b\"|; s|id-a = a.psw.test|id-a = \"$dn_a\"|; s|id-b = b.psw.test|id-b = \"$dn_b\"|" "$conf"
+      "$PAIR" sw A --load-all --noprompt > /dev/null 2>&1
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      check_match 1 || ok=0
+      "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 "remote 'C=CH, O=Sluice Interop, CN=b.psw.test'" | sed 's/^ */    strongSwan: /' | grep . || { echo "strongSwan did not see sluiced's DN"; ok=0; }
       ;;
     policy-two-children)
       config 'start_action = "initiate"'

@@ -32,6 +32,23 @@ impl Identity {
             Identity::Dn(d) => (IdType::DER_ASN1_DN, d.clone()),
         }
     }
+
+    /// Whether a received ID payload names this identity: FQDNs and email
+    /// addresses ignore ASCII case (DNS names do), DNs compare attribute by
+    /// attribute (see [`crate::dn::equal`]), addresses byte for byte.
+    pub fn matches(&self, id_type: IdType, data: &[u8]) -> bool {
+        match self {
+            Identity::Fqdn(s) => id_type == IdType::FQDN && s.as_bytes().eq_ignore_ascii_case(data),
+            Identity::Email(s) => {
+                id_type == IdType::RFC822_ADDR && s.as_bytes().eq_ignore_ascii_case(data)
+            }
+            Identity::Dn(d) => id_type == IdType::DER_ASN1_DN && crate::dn::equal(d, data),
+            Identity::Addr(_) => {
+                let (t, mine) = self.encode();
+                t == id_type && mine == data
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Identity {
@@ -39,7 +56,10 @@ impl std::fmt::Display for Identity {
         match self {
             Identity::Fqdn(s) | Identity::Email(s) => f.write_str(s),
             Identity::Addr(a) => write!(f, "{a}"),
-            Identity::Dn(d) => write!(f, "DN({} bytes)", d.len()),
+            Identity::Dn(d) => match crate::dn::to_string(d) {
+                Some(s) => write!(f, "\"{s}\""),
+                None => write!(f, "DN({} bytes, not a Name)", d.len()),
+            },
         }
     }
 }

@@ -767,11 +767,10 @@ impl IkeSa {
                 (b, &p.body)
             })
             .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
-        let (t, data) = self.cfg.remote_id.encode();
         match id {
             Body::Id {
                 id_type, data: d, ..
-            } if *id_type == t && *d == data => {}
+            } if self.cfg.remote_id.matches(*id_type, d) => {}
             _ => return Err(NotifyType::AUTHENTICATION_FAILED),
         }
         let auth = inner

@@ -227,13 +227,20 @@ pub(crate) fn parse_cidr(s: &str) -> Result<Selector, String> {
     Ok(Selector::subnet(addr, len))
 }
 
-fn identity(s: &str) -> Identity {
+/// An identity as strongSwan reads one: an IP address, a DN when it
+/// contains `=` (`C=CH, O=Sluice, CN=gw`), an email address when it
+/// contains `@`, else an FQDN.
+fn identity(s: &str) -> Result<Identity, String> {
     if let Ok(a) = s.parse::<IpAddr>() {
-        Identity::Addr(a)
+        Ok(Identity::Addr(a))
+    } else if s.contains('=') {
+        ike_proto::dn::encode(s)
+            .map(Identity::Dn)
+            .map_err(|e| format!("identity {s:?}: {e}"))
     } else if s.contains('@') {
-        Identity::Email(s.to_string())
+        Ok(Identity::Email(s.to_string()))
     } else {
-        Identity::Fqdn(s.to_string())
+        Ok(Identity::Fqdn(s.to_string()))
     }
 }
 
@@ -314,8 +321,8 @@ impl File {
                 start: c.start_action,
                 dpd: (c.dpd_delay > 0).then(|| Duration::from_secs(c.dpd_delay)),
                 ike: ike_proto::Config {
-                    local_id: identity(&c.local_id),
-                    remote_id: identity(&c.remote_id),
+                    local_id: identity(&c.local_id).map_err(ctx)?,
+                    remote_id: identity(&c.remote_id).map_err(ctx)?,
                     psk: zeroize::Zeroizing::new(psk),
                     ike: parse_ike_proposal(&c.ike_proposal).map_err(ctx)?,
                     esp: parse_esp_proposal(&c.esp_proposal).map_err(ctx)?,
