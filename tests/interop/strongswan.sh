@@ -25,12 +25,22 @@ declare -A WHAT=(
   [esp-aes-cbc-sha256]="CHILD SA with ESP AES-CBC-128 + HMAC-SHA-256-128 (ESP_PROPOSALS=aes128-sha256)"
   [esp-chacha20]="CHILD SA with ESP ChaCha20-Poly1305 (ESP_PROPOSALS=chacha20poly1305)"
   [ike-modp2048]="IKE SA with MODP-2048 and AES-256/SHA-384 (IKE_PROPOSALS=aes256-sha384-modp2048)"
+  [ike-aes256gcm16-ecp384]="IKE SA with AES-GCM-16-256, PRF SHA-384, ECP-384 (IKE_PROPOSALS=aes256gcm16-prfsha384-ecp384)"
+  [ike-aes128gcm16-ecp256]="IKE SA with AES-GCM-16-128, PRF SHA-256, ECP-256 (IKE_PROPOSALS=aes128gcm16-prfsha256-ecp256)"
+  [ike-aes256-sha512-modp3072]="IKE SA with AES-CBC-256, HMAC-SHA-512, MODP-3072 (IKE_PROPOSALS=aes256-sha512-modp3072)"
   [policy-two-children]="policy-based, two subnet pairs: sluiced initiates both children (IKE_AUTH + CREATE_CHILD_SA)"
   [route-based]="route-based: one child for 0.0.0.0/0 and ::/0 both ways, strongSwan initiates"
   [psk-dn-ids]="IDs of type DER_ASN1_DN on both sides (C=CH, O=Sluice Interop, CN=...), strongSwan initiates"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 policy-two-children route-based psk-dn-ids keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids keylog-tshark)
+# IKE proposal scenarios: what both sides are given | what strongSwan must show.
+declare -A IKE_SCEN=(
+  [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
+  [ike-aes256gcm16-ecp384]="aes256gcm16-prfsha384-ecp384|AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384"
+  [ike-aes128gcm16-ecp256]="aes128gcm16-prfsha256-ecp256|AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256"
+  [ike-aes256-sha512-modp3072]="aes256-sha512-modp3072|AES_CBC-256/HMAC_SHA2_512_256/PRF_HMAC_SHA2_512/MODP_3072"
+)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	${WHAT[$s]}"; done
   exit 0
@@ -120,7 +130,7 @@ for s in "${SCEN[@]}"; do
   ok=1
   esp_env=${ESP_PROPOSALS:-}
   ike_env=${IKE_PROPOSALS:-}
-  [ $s = ike-modp2048 ] && ike_env=aes256-sha384-modp2048
+  [ -n "${IKE_SCEN[$s]:-}" ] && ike_env=${IKE_SCEN[$s]%%|*}
   case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; esac
   cap=0; [ $s = keylog-tshark ] && cap=1
   if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
@@ -129,15 +139,16 @@ for s in "${SCEN[@]}"; do
   case $s in
     psk-sw-initiates|invalid-ke|esp-*|ike-*|keylog-tshark)
       if [ $s = invalid-ke ]; then SLUICE_IKE=aes128-sha256-ecp256 config
-      elif [ $s = ike-modp2048 ]; then SLUICE_IKE=$ike_env config
+      elif [ -n "${IKE_SCEN[$s]:-}" ]; then SLUICE_IKE=$ike_env config
       elif [ -n "$esp_env" ]; then ESP_PROPOSALS=$esp_env config
       else config; fi
       start_sluiced || ok=0
       timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
       wait_log 'CHILD_SA installed' 5 || ok=0
       check_match 1 || ok=0
-      if [ $s = ike-modp2048 ]; then
-        "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 -o 'AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048' | sed 's/^/    strongSwan: /' | grep . || { echo "IKE SA not on MODP_2048"; ok=0; }
+      if [ -n "${IKE_SCEN[$s]:-}" ]; then
+        want=${IKE_SCEN[$s]#*|}
+        "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 -o "$want" | sed 's/^/    strongSwan: /' | grep . || { echo "IKE SA not on $want"; ok=0; }
       fi
       if [ $s = keylog-tshark ]; then
         "$PAIR" capture-stop 2>/dev/null
