@@ -3,7 +3,7 @@
 //! control plane as snapshots. Each block is cache-line aligned so workers
 //! do not false-share.
 
-use crate::layout::{SaCounters, WorkerCounters};
+use crate::layout::{DpEvent, SaCounters, WorkerCounters};
 use sluice_esp::DropReason;
 use std::sync::atomic::Ordering;
 
@@ -93,14 +93,23 @@ pub struct WorkerSnapshot {
     pub busy_polls: u64,
     /// Polls that found nothing.
     pub idle_polls: u64,
+    /// Inbound packets handed to the SA's owner worker.
+    pub handoff: u64,
     /// Drops by [`DropReason`] index.
     pub drops: DropCounts,
+    /// Data-plane events by [`DpEvent`] index.
+    pub events: [u64; DpEvent::COUNT],
 }
 
 impl WorkerSnapshot {
     /// Drops for one reason.
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.drops.get(r as usize).copied().unwrap_or(0)
+    }
+
+    /// Count of one event.
+    pub fn event(&self, e: DpEvent) -> u64 {
+        self.events.get(e as usize).copied().unwrap_or(0)
     }
 }
 
@@ -115,6 +124,7 @@ impl WorkerCounters {
             (&self.bursts, d.bursts),
             (&self.busy_polls, d.busy_polls),
             (&self.idle_polls, d.idle_polls),
+            (&self.handoff, d.handoff),
         ];
         for (c, v) in pairs {
             if v != 0 {
@@ -122,6 +132,11 @@ impl WorkerCounters {
             }
         }
         add_drops(&self.drops, &d.drops);
+        for (c, v) in self.events.iter().zip(d.events) {
+            if v != 0 {
+                c.fetch_add(v, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts `n` drops for one reason.
@@ -141,7 +156,13 @@ impl WorkerCounters {
             bursts: self.bursts.load(Ordering::Relaxed),
             busy_polls: self.busy_polls.load(Ordering::Relaxed),
             idle_polls: self.idle_polls.load(Ordering::Relaxed),
+            handoff: self.handoff.load(Ordering::Relaxed),
             drops: load_drops(&self.drops),
+            events: std::array::from_fn(|i| {
+                self.events
+                    .get(i)
+                    .map_or(0, |c| c.load(Ordering::Relaxed))
+            }),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! offset 0       Header (4096 B): magic, ABI version, record sizes,
 //!                capacities, section offsets, global epoch, policy flip
 //! readers        [ReaderSlot; MAX_READERS]        64 B each
-//! workers        [WorkerCounters; MAX_WORKERS]    192 B each
+//! workers        [WorkerCounters; MAX_WORKERS]    256 B each
 //! sa_cold        [SaCold; sa_capacity]            384 B each (seqlock)
 //! sa_hot         [SaHot; sa_capacity]             1152 B each
 //! sa_counters    [SaCounters; sa_capacity]        192 B each
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "SLUICESA" in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"SLUICESA");
 /// Bumped on any incompatible change of this file's types.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Size of the header region.
 pub const HEADER_SIZE: usize = 4096;
 /// Reader thread slots (data-plane workers and tools).
@@ -172,9 +172,66 @@ pub struct WorkerCounters {
     pub busy_polls: AtomicU64,
     /// Polls that found nothing.
     pub idle_polls: AtomicU64,
-    _reserved: AtomicU64,
+    /// Inbound packets handed to the worker owning their SA's replay window.
+    pub handoff: AtomicU64,
     /// Drops by [`DropReason`] index.
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// Data-plane events beyond the ESP engine's, by [`DpEvent`] index.
+    pub events: [AtomicU64; DpEvent::COUNT],
+}
+
+/// What the data plane counts around the ESP engine (per worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DpEvent {
+    /// Inside traffic matching no policy (forwarded or dropped, by
+    /// configuration).
+    NoPolicy = 0,
+    /// Forwarded in the clear by a BYPASS policy.
+    Bypass = 1,
+    /// No route to the destination.
+    NoRoute = 2,
+    /// Next hop's MAC unknown: the packet was dropped and the kernel asked
+    /// to resolve it.
+    NeighUnresolved = 3,
+    /// TTL / hop limit expired.
+    TtlExpired = 4,
+    /// ICMP "fragmentation needed" / "packet too big" sent.
+    IcmpTooBig = 5,
+    /// Dropped because a TX ring was full.
+    TxFull = 6,
+    /// Received but not for the data plane (not ESP, wrong port).
+    NotForUs = 7,
+}
+
+impl DpEvent {
+    /// Number of events.
+    pub const COUNT: usize = 8;
+    /// Every event, in counter order.
+    pub const ALL: [DpEvent; DpEvent::COUNT] = [
+        DpEvent::NoPolicy,
+        DpEvent::Bypass,
+        DpEvent::NoRoute,
+        DpEvent::NeighUnresolved,
+        DpEvent::TtlExpired,
+        DpEvent::IcmpTooBig,
+        DpEvent::TxFull,
+        DpEvent::NotForUs,
+    ];
+
+    /// Name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DpEvent::NoPolicy => "no_policy",
+            DpEvent::Bypass => "bypass",
+            DpEvent::NoRoute => "no_route",
+            DpEvent::NeighUnresolved => "neigh_unresolved",
+            DpEvent::TtlExpired => "ttl_expired",
+            DpEvent::IcmpTooBig => "icmp_too_big",
+            DpEvent::TxFull => "tx_full",
+            DpEvent::NotForUs => "not_for_us",
+        }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -183,7 +240,7 @@ const _: () = assert!(core::mem::size_of::<SaCold>() == 384);
 const _: () = assert!(core::mem::size_of::<SaHot>() == 64 + core::mem::size_of::<ReplayWindow>());
 const _: () = assert!(core::mem::size_of::<SaHot>() % 64 == 0);
 const _: () = assert!(core::mem::size_of::<SaCounters>() == 192);
-const _: () = assert!(core::mem::size_of::<WorkerCounters>() == 192);
+const _: () = assert!(core::mem::size_of::<WorkerCounters>() == 256);
 
 /// Sizes recorded in the header and checked on attach.
 pub(crate) fn record_sizes() -> [u32; RECORD_KINDS] {
