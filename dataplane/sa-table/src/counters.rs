@@ -159,9 +159,7 @@ impl WorkerCounters {
             handoff: self.handoff.load(Ordering::Relaxed),
             drops: load_drops(&self.drops),
             events: std::array::from_fn(|i| {
-                self.events
-                    .get(i)
-                    .map_or(0, |c| c.load(Ordering::Relaxed))
+                self.events.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
             }),
         }
     }

@@ -155,7 +155,7 @@ pub use counters::{CounterSnapshot, DropCounts, WorkerSnapshot, DROP_REASONS};
 #[cfg(not(loom))]
 pub use error::TableError;
 #[cfg(not(loom))]
-pub use layout::{DpEvent, SaCounters, SaHot, WorkerCounters, ABI_VERSION, NO_OWNER};
+pub use layout::{DpEvent, SaCounters, SaHot, WorkerCounters, ABI_VERSION, MAX_WORKERS, NO_OWNER};
 #[cfg(not(loom))]
 pub use mapping::{PolicyId, PolicyMatch, SaHandle};
 #[cfg(not(loom))]

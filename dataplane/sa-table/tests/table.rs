@@ -116,7 +116,8 @@ fn abi_mismatches_are_refused_with_the_reason() {
     std::fs::write(&p, &bad).unwrap();
     let msg = Reader::attach(&p).unwrap_err().to_string();
     assert!(
-        msg.contains("version 7") && msg.contains(&format!("expected {}", sluice_sa_table::ABI_VERSION)),
+        msg.contains("version 7")
+            && msg.contains(&format!("expected {}", sluice_sa_table::ABI_VERSION)),
         "{msg}"
     );
     // A writer refuses a mismatched file too (rather than re-initialising it).

@@ -1,0 +1,390 @@
+//! sluice-dp: the data plane process (see docs/dataplane.md).
+//!
+//! ```text
+//! sluice-dp --outside IF --inside IF [--sa-table PATH] [--workers N]
+//!           [--xdp-mode auto|native|generic] [--bind auto|copy|zero-copy]
+//!           [--no-policy forward|drop] [--backend ring|rustcrypto] [--stats SECONDS]
+//! sluice-dp show [--sa-table PATH]
+//! ```
+
+use sluice_dp::fib::Fib;
+use sluice_dp::netlink::Netlink;
+use sluice_dp::worker::{NoPolicy, Port, PortRole, Shared, Worker};
+use sluice_ebpf::{AttachMode, Class, Role, Steering};
+use sluice_esp::{Backend, DropReason};
+use sluice_io::afxdp::{AfXdp, AfXdpConfig, BindMode, PortSpec};
+use sluice_sa_table::{DpEvent, Reader, MAX_WORKERS};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DEFAULT_TABLE: &str = "/dev/shm/sluice/sa-table";
+
+struct Opts {
+    outside: String,
+    inside: String,
+    table: PathBuf,
+    workers: Option<usize>,
+    xdp: AttachMode,
+    bind: BindMode,
+    no_policy: NoPolicy,
+    backend: Backend,
+    stats: Option<Duration>,
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn opts(args: &[String]) -> Result<Opts, String> {
+    let known = [
+        "--outside",
+        "--inside",
+        "--sa-table",
+        "--workers",
+        "--xdp-mode",
+        "--bind",
+        "--no-policy",
+        "--backend",
+        "--stats",
+    ];
+    let mut i = 0;
+    while i < args.len() {
+        if !known.contains(&args[i].as_str()) {
+            return Err(format!("unknown argument {:?}", args[i]));
+        }
+        i += 2;
+    }
+    Ok(Opts {
+        outside: arg(args, "--outside").ok_or("--outside IF is required")?,
+        inside: arg(args, "--inside").ok_or("--inside IF is required")?,
+        table: arg(args, "--sa-table").map_or_else(|| PathBuf::from(DEFAULT_TABLE), PathBuf::from),
+        workers: match arg(args, "--workers") {
+            Some(w) => Some(
+                w.parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
+                    .ok_or(format!("--workers: 1..={MAX_WORKERS}"))?,
+            ),
+            None => None,
+        },
+        xdp: match arg(args, "--xdp-mode").as_deref() {
+            None | Some("auto") => AttachMode::Auto,
+            Some("native") => AttachMode::Native,
+            Some("generic") => AttachMode::Generic,
+            Some(x) => return Err(format!("--xdp-mode {x}: auto, native or generic")),
+        },
+        bind: match arg(args, "--bind").as_deref() {
+            None | Some("auto") => BindMode::Auto,
+            Some("copy") => BindMode::Copy,
+            Some("zero-copy") => BindMode::ZeroCopy,
+            Some(x) => return Err(format!("--bind {x}: auto, copy or zero-copy")),
+        },
+        no_policy: match arg(args, "--no-policy").as_deref() {
+            None | Some("forward") => NoPolicy::Forward,
+            Some("drop") => NoPolicy::Drop,
+            Some(x) => return Err(format!("--no-policy {x}: forward or drop")),
+        },
+        backend: match arg(args, "--backend") {
+            None => Backend::Ring,
+            Some(b) => {
+                Backend::from_name(&b).ok_or(format!("--backend {b}: ring or rustcrypto"))?
+            }
+        },
+        stats: match arg(args, "--stats") {
+            Some(s) => Some(Duration::from_secs_f64(
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|x| *x > 0.0)
+                    .ok_or("--stats SECONDS")?,
+            )),
+            None => None,
+        },
+    })
+}
+
+fn log(msg: impl std::fmt::Display) {
+    eprintln!("sluice-dp: {msg}");
+}
+
+/// Receive queues of an interface (from sysfs).
+fn rx_queues(ifname: &str) -> usize {
+    std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = if args.first().map(String::as_str) == Some("show") {
+        show(&args[1..])
+    } else if args.iter().any(|a| a == "-h" || a == "--help") || args.is_empty() {
+        println!("{}", include_str!("usage.txt"));
+        Ok(())
+    } else {
+        opts(&args).and_then(run)
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log(format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `show`: the data plane's counters from the shared table.
+fn show(args: &[String]) -> Result<(), String> {
+    let path = arg(args, "--sa-table").map_or_else(|| PathBuf::from(DEFAULT_TABLE), PathBuf::from);
+    let r = Reader::attach(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("workers of {}", path.display());
+    for w in 0..MAX_WORKERS {
+        let Some(c) = r.worker_counters(w) else { break };
+        let s = c.snapshot();
+        if s.rx_packets == 0 && s.tx_packets == 0 && s.idle_polls == 0 {
+            continue;
+        }
+        println!(
+            "  worker {w}: rx {} pkts {} B, tx {} pkts {} B, bursts {}, handoff {}",
+            s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.bursts, s.handoff
+        );
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .filter(|d| s.dropped(**d) > 0)
+            .map(|d| format!("{}={}", d.as_str(), s.dropped(*d)))
+            .collect();
+        let events: Vec<String> = DpEvent::ALL
+            .iter()
+            .filter(|e| s.event(**e) > 0)
+            .map(|e| format!("{}={}", e.name(), s.event(*e)))
+            .collect();
+        if !drops.is_empty() {
+            println!("    drops: {}", drops.join(" "));
+        }
+        if !events.is_empty() {
+            println!("    events: {}", events.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn run(o: Opts) -> Result<(), String> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let tables = nl.tables().map_err(|e| format!("netlink dump: {e}"))?;
+    let fib = Fib::new(&tables);
+    let out_if = fib
+        .link_by_name(&o.outside)
+        .ok_or(format!("no interface {}", o.outside))?
+        .clone();
+    let in_if = fib
+        .link_by_name(&o.inside)
+        .ok_or(format!("no interface {}", o.inside))?
+        .clone();
+    let queues = rx_queues(&o.outside).min(rx_queues(&o.inside));
+    let workers = o.workers.unwrap_or(queues).min(queues).min(MAX_WORKERS);
+
+    // The SA table: sluiced creates it; wait for it.
+    let mut waited = false;
+    let reader = loop {
+        match Reader::attach(&o.table) {
+            Ok(r) => break Arc::new(r),
+            Err(e) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                if !waited {
+                    log(format!(
+                        "waiting for the SA table {}: {e}",
+                        o.table.display()
+                    ));
+                    waited = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    log(format!("SA table {} attached", o.table.display()));
+
+    let mut steer_out = Steering::load(Role::Outside).map_err(|e| format!("XDP load: {e}"))?;
+    let mut steer_in = Steering::load(Role::Inside).map_err(|e| format!("XDP load: {e}"))?;
+    let mut local: HashSet<IpAddr> = fib.local_addrs().copied().collect();
+    for a in &local {
+        for s in [&mut steer_out, &mut steer_in] {
+            s.add_local_addr(*a)
+                .map_err(|e| format!("XDP local address {a}: {e}"))?;
+        }
+    }
+
+    let cfg = AfXdpConfig {
+        bind: o.bind,
+        ..AfXdpConfig::default()
+    };
+    let mut ios = Vec::new();
+    for q in 0..workers as u32 {
+        let io = AfXdp::open(
+            &[
+                PortSpec::new(o.outside.clone(), q),
+                PortSpec::new(o.inside.clone(), q),
+            ],
+            &cfg,
+        )
+        .map_err(|e| format!("AF_XDP queue {q}: {e}"))?;
+        for (port, s) in [(0, &mut steer_out), (1, &mut steer_in)] {
+            let fd = io.fd(port).ok_or("AF_XDP socket missing")?;
+            s.set_xsk(q, fd)
+                .map_err(|e| format!("XSKMAP queue {q}: {e}"))?;
+        }
+        ios.push(io);
+    }
+    let mode_out = steer_out
+        .attach(&o.outside, o.xdp)
+        .map_err(|e| format!("XDP attach {}: {e}", o.outside))?;
+    let mode_in = steer_in
+        .attach(&o.inside, o.xdp)
+        .map_err(|e| format!("XDP attach {}: {e}", o.inside))?;
+    log(format!(
+        "outside {} (XDP {mode_out:?}), inside {} (XDP {mode_in:?}), {workers} worker(s), AF_XDP {:?}",
+        o.outside,
+        o.inside,
+        ios.first().map(|i| i.mode())
+    ));
+
+    let shared = Arc::new(Shared::new(workers, fib, o.no_policy, o.backend));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::new();
+    for (w, io) in ios.into_iter().enumerate() {
+        let reader = reader.clone();
+        let shared = shared.clone();
+        let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
+        let ports = vec![
+            Port {
+                role: PortRole::Outside,
+                ifindex: out_if.index,
+            },
+            Port {
+                role: PortRole::Inside,
+                ifindex: in_if.index,
+            },
+        ];
+        let h = std::thread::Builder::new()
+            .name(format!("sluice-dp-w{w}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                match reader.register_thread() {
+                    Ok(t) => Worker::new(w, workers, io, ports, t, shared).run(),
+                    Err(e) => log(format!("worker {w}: SA table: {e}")),
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        handles.push(h);
+    }
+
+    // Control loop: forwarding state, neighbour resolution, statistics.
+    let probe = UdpSocket::bind("0.0.0.0:0").ok();
+    let probe6 = UdpSocket::bind("[::]:0").ok();
+    let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
+    let mut last_stats = Instant::now();
+    let mut last_dump = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = Instant::now();
+        while let Some(via) = shared.resolve.pop() {
+            if asked
+                .get(&via)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_millis(500))
+            {
+                continue;
+            }
+            asked.insert(via, now);
+            // Any datagram to the next hop makes the kernel resolve it.
+            let sock = if via.is_ipv4() { &probe } else { &probe6 };
+            if let Some(s) = sock {
+                let _ = s.send_to(&[], SocketAddr::new(via, 9));
+            }
+        }
+        if now.duration_since(last_dump) >= Duration::from_millis(200) {
+            last_dump = now;
+            match nl.tables() {
+                Ok(t) => {
+                    let fib = Fib::new(&t);
+                    let now_local: HashSet<IpAddr> = fib.local_addrs().copied().collect();
+                    for a in now_local.difference(&local) {
+                        for s in [&mut steer_out, &mut steer_in] {
+                            let _ = s.add_local_addr(*a);
+                        }
+                    }
+                    for a in local.difference(&now_local) {
+                        for s in [&mut steer_out, &mut steer_in] {
+                            let _ = s.remove_local_addr(*a);
+                        }
+                    }
+                    local = now_local;
+                    shared.fib.store(Arc::new(fib));
+                }
+                Err(e) => log(format!("netlink dump: {e}")),
+            }
+            asked.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
+        }
+        if let Some(every) = o.stats {
+            if now.duration_since(last_stats) >= every {
+                last_stats = now;
+                print_stats(&reader, workers, &steer_out, &steer_in);
+            }
+        }
+    }
+    log("stopping");
+    shared.stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    print_stats(&reader, workers, &steer_out, &steer_in);
+    let _ = steer_out.detach();
+    let _ = steer_in.detach();
+    log("XDP detached, sockets closed");
+    Ok(())
+}
+
+fn print_stats(reader: &Reader, workers: usize, out: &Steering, inside: &Steering) {
+    let mut line = String::new();
+    for w in 0..workers {
+        if let Some(c) = reader.worker_counters(w) {
+            let s = c.snapshot();
+            let drops: u64 = s.drops.iter().sum();
+            line.push_str(&format!(
+                " w{w}: rx {} tx {} drop {drop} handoff {};",
+                s.rx_packets,
+                s.tx_packets,
+                s.handoff,
+                drop = drops
+            ));
+        }
+    }
+    for (name, s) in [("outside", out), ("inside", inside)] {
+        if let Ok(c) = s.counters() {
+            let parts: Vec<String> = Class::ALL
+                .iter()
+                .filter(|k| c[k.index()] > 0)
+                .map(|k| format!("{}={}", k.name(), c[k.index()]))
+                .collect();
+            line.push_str(&format!(" xdp {name}: {};", parts.join(" ")));
+        }
+    }
+    log(format!("stats:{line}"));
+}
