@@ -573,12 +573,13 @@ impl<I: PacketIo> Worker<I> {
                 drops.push((*d, DropReason::NoHeadroom));
                 continue;
             }
-            if let Some(list) = out.get_mut(port) {
-                let _ = list.try_push(Desc {
+            match out.get_mut(port) {
+                Some(list) if !list.is_full() => list.push(Desc {
                     addr: d.addr,
                     off: (head - ETH_HDR) as u32,
                     len: (inner_len + ETH_HDR) as u32,
-                });
+                }),
+                _ => lost.push(*d),
             }
         }
         drop(items);
@@ -730,8 +731,8 @@ impl<I: PacketIo> Worker<I> {
         let mut tally = SaTally::default();
         let mut resolve: ArrayVec<IpAddr, BURST> = ArrayVec::new();
         for (it, (d, h)) in items.iter_mut().zip(kept.iter()) {
-            tally.add(&self.t, *h, it.result);
             if let Err(r) = it.result {
+                tally.add(&self.t, *h, it.result);
                 drops.push((*d, r));
                 continue;
             }
@@ -758,12 +759,19 @@ impl<I: PacketIo> Worker<I> {
                 drops.push((*d, DropReason::NoHeadroom));
                 continue;
             }
-            if let Some(list) = out.get_mut(port) {
-                let _ = list.try_push(Desc {
-                    addr: d.addr,
-                    off: (head - ETH_HDR) as u32,
-                    len: (len + ETH_HDR) as u32,
-                });
+            // Counted on the SA once it is on its way out: an ESP packet
+            // that never left (no route, no neighbour) is not in the SA's
+            // packets, so its counters match what the peer can receive.
+            match out.get_mut(port) {
+                Some(list) if !list.is_full() => {
+                    list.push(Desc {
+                        addr: d.addr,
+                        off: (head - ETH_HDR) as u32,
+                        len: (len + ETH_HDR) as u32,
+                    });
+                    tally.add(&self.t, *h, it.result);
+                }
+                _ => lost.push(*d),
             }
         }
         drop(items);

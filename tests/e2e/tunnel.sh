@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# tunnel.sh PEER [SCENARIO ...] - traffic through the real Sluice data plane.
+#
+# PEER = strongswan: a strongSwan site (the shared interop pair's node A, userspace
+#   ESP over UDP 4500) -- the Sluice appliance (sluiced + sluice-dp in <ns>B, outside
+#   ext0 198.18.0.2, inside in0 198.19.2.1) -- a protected host <ns>H (198.19.2.2).
+# PEER = sluice: host hA (198.19.1.2, 2001:db8:1::2) -- appliance sA (sluiced
+#   initiating + sluice-dp) -- appliance sB -- host hB (198.19.2.2, 2001:db8:2::2);
+#   raw ESP between 198.18.0.1 and 198.18.0.2, IPv4 and IPv6 children.
+#
+# Every namespace is named with a prefix unique to the run and deleted on exit, also
+# on failure. Every traffic loop is bounded (ping counts, iperf3 -t, timeouts).
+# Exit 0 when every scenario passed.
+#
+# usage: tests/e2e/tunnel.sh strongswan|sluice [SCENARIO ...] | --list   (root)
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SHARED=${SLUICE_SHARED:-$ROOT/../shared}
+PAIR=$SHARED/interop/strongswan-pair.sh
+IPERF_SECONDS=${IPERF_SECONDS:-3}
+
+declare -A WHAT=(
+  [sw-initiates]="strongSwan initiates; ping and iperf3 TCP both ways; Sluice's SA counters equal strongSwan's"
+  [sluice-initiates]="sluiced initiates at start-up; same checks"
+  [bad-esp]="ESP with an unknown SPI, a replayed one and one with a bad ICV: dropped, counted under their reasons"
+  [restart-dp]="sluice-dp stopped and restarted under traffic: it re-attaches to the table, the same SAs carry on"
+  [kill-sluiced]="sluiced killed under traffic: the data plane keeps forwarding on the installed SAs; restarted, it renegotiates"
+  [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
+)
+declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced two-appliances)
+if [ "${1:-}" = --list ]; then
+  for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
+  exit 0
+fi
+PEER=${1:-}
+case $PEER in strongswan|sluice) shift ;; *) echo "usage: $0 strongswan|sluice [SCENARIO ...] | --list" >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "tunnel.sh: skipped, needs root (network namespaces, XDP, AF_XDP)"; exit 77; }
+SCEN=("$@")
+if [ ${#SCEN[@]} = 0 ]; then
+  for s in "${ORDER[@]}"; do [ "${PEERS[$s]}" = "$PEER" ] && SCEN+=("$s"); done
+fi
+
+NS="sl-e2e$$-"
+export SWAN_NS=$NS SWAN_STATE=$(mktemp -d /tmp/sluice-e2e.XXXXXX)
+W=$SWAN_STATE/w
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  PIDS=()
+  [ -x "$PAIR" ] && "$PAIR" down >/dev/null 2>&1
+  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NS"); do
+    for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$n" 2>/dev/null
+  done
+}
+trap 'cleanup; rm -rf "$SWAN_STATE"' EXIT INT TERM
+
+flock /tmp/sluice-cargo.lock cargo build -q --release -p sluiced -p sluice-dp || exit 1
+SLUICED=$ROOT/target/release/sluiced
+DP=$ROOT/target/release/sluice-dp
+
+x() { local n=$1; shift; ip netns exec "$n" "$@"; }
+
+# sluiced config: name local remote local_id remote_id start children...
+sluiced_conf() {
+  local f=$1 name=$2 local=$3 remote=$4 lid=$5 rid=$6 start=$7 table=$8; shift 8
+  mkdir -p "$(dirname "$f")"
+  cat > "$f" <<EOT
+[daemon]
+sa_table = "$table"
+
+[[connection]]
+name = "$name"
+local_addr = "$local"
+remote_addr = "$remote"
+local_id = "$lid"
+remote_id = "$rid"
+psk = "sluice-interop-psk-0123456789"
+start_action = "$start"
+EOT
+  local i=0
+  while [ $# -ge 2 ]; do
+    printf '\n[[connection.child]]\nname = "net%s"\nlocal_ts = ["%s"]\nremote_ts = ["%s"]\n' $i "$1" "$2" >> "$f"
+    i=$((i + 1)); shift 2
+  done
+}
+start_bg() { # ns log cmd...
+  local n=$1 log=$2; shift 2
+  ip netns exec "$n" "$@" >> "$log" 2>&1 & PIDS+=($!)
+  LAST=$!
+}
+wait_for() { # seconds file pattern
+  local i
+  for i in $(seq $(( $1 * 10 ))); do grep -q "$3" "$2" 2>/dev/null && return 0; sleep 0.1; done
+  echo "    timeout waiting for '$3' in $(basename "$2")"; return 1
+}
+sa_line() { "$SLUICED" show --sa-table "$1" 2>/dev/null | awk -v d="$2" '$1==d && $2=="SPI"'; }
+sa_packets() { sa_line "$1" "$2" | sed -n 's/.*  \([0-9]*\) packets.*/\1/p' | awk '{s+=$1} END {print s+0}'; }
+sa_spi() { sa_line "$1" "$2" | awk '{print $3}' | head -1; }
+dp_counter() { # table name (drop reason or event)
+  "$DP" show --sa-table "$1" 2>/dev/null | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {s+=$2} END {print s+0}'
+}
+pings() { # ns count src dst -> replies
+  x "$1" ping -n -q -c "$2" -i 0.1 -W 1 -I "$3" "$4" 2>/dev/null | sed -n 's/.* \([0-9]*\) received.*/\1/p'
+}
+iperf() { # client-ns server-ns server-addr [-R] -> Mbit/s of the receiver
+  local srv=$2 addr=$3; shift 3
+  x "$srv" timeout $((IPERF_SECONDS + 10)) iperf3 -s -1 -B "$addr" > /dev/null 2>&1 &
+  local sp=$!
+  sleep 0.4
+  local out
+  out=$(x "$CLIENT" timeout $((IPERF_SECONDS + 8)) iperf3 -c "$addr" -t "$IPERF_SECONDS" -f m "$@" 2>&1 | awk '/receiver/ {print $7}')
+  wait $sp 2>/dev/null
+  echo "${out:-0}"
+}
+
+# --- strongSwan site -- Sluice -- host --------------------------------------
+SW_TABLE=$W/run/sa-table
+strongswan_up() { # start_action
+  if ! KEYLOG=0 ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+    tail -5 "$SWAN_STATE/up.log"; return 1
+  fi
+  B=${NS}B; H=${NS}H; A=${NS}A
+  ip -n $B addr del 198.19.2.1/32 dev lo
+  ip netns add $H
+  ip -n $B link add in0 type veth peer name h0 netns $H
+  ip -n $B addr add 198.19.2.1/24 dev in0
+  ip -n $B link set in0 up
+  ip -n $H link set lo up
+  ip -n $H addr add 198.19.2.2/24 dev h0
+  ip -n $H link set h0 up
+  ip -n $H route add default via 198.19.2.1
+  # veth leaves checksums to "hardware"; frames redirected to AF_XDP would keep them
+  # unfinished: the host computes its own.
+  x $H ethtool -K h0 tx off > /dev/null
+  rm -rf "$W"; mkdir -p "$W/run"
+  sluiced_conf "$W/sluiced.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test "$1" "$SW_TABLE" \
+    198.19.2.0/24 198.19.1.0/24
+  start_bg $B "$W/sluiced.log" "$SLUICED" --config "$W/sluiced.toml"; SLPID=$LAST
+  wait_for 5 "$W/sluiced.log" 'listening.*4500' || return 1
+  start_bg $B "$W/dp.log" "$DP" --outside ext0 --inside in0 --sa-table "$SW_TABLE" --stats 1; DPPID=$LAST
+  wait_for 5 "$W/dp.log" 'worker(s)' || return 1
+  CLIENT=$H
+}
+sw_packets() { # in|out -> strongSwan's packet count for its CHILD SA(s)
+  "$PAIR" sw A --list-sas 2>/dev/null | awk -v d="$1" '$1==d {for (i=1;i<=NF;i++) if ($(i+1) ~ /^packets/) s+=$i} END {print s+0}'
+}
+udp_drops() { # UDP datagrams a namespace's kernel dropped on receive (buffer full)
+  x "$1" cat /proc/net/snmp | awk '/^Udp:/ && !h {for (i=1;i<=NF;i++) n[i]=$i; h=1; next} /^Udp:/ {for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") print $i}'
+}
+traffic_checks() { # sets ok=0 on failure
+  local r rh ra so0 si0 wi0 wo0 so si wi wo d0 d1
+  # The first packet each way waits for ARP (dropped, counted as
+  # neigh_unresolved): warm up before counting.
+  pings $H 2 198.19.2.2 198.19.1.1 > /dev/null
+  so0=$(sa_packets "$SW_TABLE" out); si0=$(sa_packets "$SW_TABLE" in); wi0=$(sw_packets in); wo0=$(sw_packets out)
+  rh=$(pings $H 20 198.19.2.2 198.19.1.1); echo "    ping host -> strongSwan site: $rh/20"
+  ra=$(pings $A 20 198.19.1.1 198.19.2.2); echo "    ping strongSwan site -> host: $ra/20"
+  [ "${rh:-0}" -ge 19 ] && [ "${ra:-0}" -ge 19 ] || ok=0
+  sleep 0.3
+  so=$(sa_packets "$SW_TABLE" out); si=$(sa_packets "$SW_TABLE" in); wi=$(sw_packets in); wo=$(sw_packets out)
+  # Out: the host's 20 requests and its answers to the site's; in: the site's
+  # 20 requests and its answers. Exact, and equal on both sides.
+  echo "    ping packets: Sluice out +$((so - so0)) in +$((si - si0)); strongSwan in +$((wi - wi0)) out +$((wo - wo0)); expected out $((20 + ra)), in >= $((20 + rh))"
+  [ $((so - so0)) = $((20 + ra)) ] && [ $((wi - wi0)) = $((so - so0)) ] || { echo "    outbound counters disagree"; ok=0; }
+  [ $((si - si0)) -ge $((20 + rh)) ] && [ $((wo - wo0)) = $((si - si0)) ] || { echo "    inbound counters disagree"; ok=0; }
+  d0=$(udp_drops $A)
+  r=$(iperf $H $A 198.19.1.1); echo "    iperf3 host -> site: $r Mbit/s"
+  awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+  r=$(iperf $H $A 198.19.1.1 -R); echo "    iperf3 site -> host: $r Mbit/s"
+  awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+  sleep 0.5
+  so=$(sa_packets "$SW_TABLE" out); si=$(sa_packets "$SW_TABLE" in)
+  wi=$(sw_packets in); wo=$(sw_packets out); d1=$(udp_drops $A)
+  echo "    all packets: Sluice out $so / strongSwan in $wi (+ $((d1 - d0)) dropped by the site's full UDP socket buffer); strongSwan out $wo / Sluice in $si"
+  [ "$so" -gt 1000 ] && [ "$so" -ge "$wi" ] && [ $((so - wi)) -le $((d1 - d0)) ] || { echo "    Sluice's outbound count is not what strongSwan received or dropped"; ok=0; }
+  [ "$si" -gt 1000 ] && [ "$si" = "$wo" ] || { echo "    Sluice's inbound count differs from what strongSwan sent"; ok=0; }
+}
+
+# Inject frames at the appliance's outside port from A's side (python, AF_PACKET):
+# capture one ESP-in-UDP frame A sends, then send it again (replay), with a flipped
+# last byte (bad ICV, fresh sequence number) and with another SPI (unknown).
+inject_bad() {
+  x $A python3 - <<'PY'
+import socket, struct, time, subprocess, threading
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL: outgoing too
+s.bind(("ext0", 0))
+s.settimeout(0.2)
+def ping():
+    subprocess.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-I", "198.19.1.1", "198.19.2.2"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+threading.Thread(target=ping).start()
+frame = None
+deadline = time.time() + 5
+while frame is None and time.time() < deadline:
+    try:
+        f, addr = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if addr[2] != socket.PACKET_OUTGOING or len(f) < 50 or f[12:14] != b"\x08\x00" or f[23] != 17:
+        continue
+    ihl = (f[14] & 15) * 4
+    udp = 14 + ihl
+    if struct.unpack("!H", f[udp + 2:udp + 4])[0] == 4500 and f[udp + 8:udp + 12] != b"\0\0\0\0":
+        frame = bytearray(f)
+if frame is None:
+    raise SystemExit("no ESP frame seen")
+time.sleep(0.5)
+esp = 14 + (frame[14] & 15) * 4 + 8
+s.send(bytes(frame))                          # replay
+bad = bytearray(frame)
+seq = struct.unpack("!I", bad[esp + 4:esp + 8])[0]
+bad[esp + 4:esp + 8] = struct.pack("!I", seq + 1000)
+bad[-1] ^= 0x5a                               # ICV no longer verifies
+s.send(bytes(bad))
+unk = bytearray(frame)
+unk[esp:esp + 4] = b"\xde\xad\xbe\xef"        # no such SPI
+s.send(bytes(unk))
+print("    injected: 1 replay, 1 bad ICV, 1 unknown SPI")
+PY
+}
+
+# --- Sluice -- Sluice ---------------------------------------------------------
+two_up() {
+  local n
+  hA=${NS}hA; sA=${NS}sA; sB=${NS}sB; hB=${NS}hB
+  for n in $hA $sA $sB $hB; do
+    ip netns add $n || return 1
+    ip -n $n link set lo up
+  done
+  ip -n $hA link add h0 type veth peer name in0 netns $sA
+  ip -n $sA link add ext0 type veth peer name ext0 netns $sB
+  ip -n $sB link add in0 type veth peer name h0 netns $hB
+  for n in $hA $sA $sB $hB; do for i in $(ip -n $n -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v lo); do ip -n $n link set $i up; done; done
+  ip -n $hA addr add 198.19.1.2/24 dev h0; ip -n $hA addr add 2001:db8:1::2/64 dev h0 nodad
+  ip -n $hA route add default via 198.19.1.1; ip -n $hA -6 route add default via 2001:db8:1::1
+  ip -n $hB addr add 198.19.2.2/24 dev h0; ip -n $hB addr add 2001:db8:2::2/64 dev h0 nodad
+  ip -n $hB route add default via 198.19.2.1; ip -n $hB -6 route add default via 2001:db8:2::1
+  ip -n $sA addr add 198.19.1.1/24 dev in0; ip -n $sA addr add 2001:db8:1::1/64 dev in0 nodad
+  ip -n $sB addr add 198.19.2.1/24 dev in0; ip -n $sB addr add 2001:db8:2::1/64 dev in0 nodad
+  ip -n $sA addr add 198.18.0.1/24 dev ext0; ip -n $sB addr add 198.18.0.2/24 dev ext0
+  for n in $hA $hB; do x $n ethtool -K h0 tx off > /dev/null; done
+  rm -rf "$W"; mkdir -p "$W/a" "$W/b"
+  sluiced_conf "$W/b.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test none "$W/b/sa-table" \
+    198.19.2.0/24 198.19.1.0/24 2001:db8:2::/64 2001:db8:1::/64
+  sluiced_conf "$W/a.toml" site-b 198.18.0.1 198.18.0.2 a.psw.test b.psw.test initiate "$W/a/sa-table" \
+    198.19.1.0/24 198.19.2.0/24 2001:db8:1::/64 2001:db8:2::/64
+  start_bg $sB "$W/b.log" "$SLUICED" --config "$W/b.toml"
+  wait_for 5 "$W/b.log" 'listening.*4500' || return 1
+  start_bg $sB "$W/dpb.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/b/sa-table" --stats 1
+  start_bg $sA "$W/a.log" "$SLUICED" --config "$W/a.toml"
+  start_bg $sA "$W/dpa.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/a/sa-table" --stats 1
+  for _ in $(seq 100); do [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] && break; sleep 0.1; done
+  [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] || { echo "    appliance A: $(grep -c 'CHILD_SA installed' "$W/a.log") CHILD SAs"; return 1; }
+  wait_for 5 "$W/dpa.log" 'worker(s)' && wait_for 5 "$W/dpb.log" 'worker(s)'
+}
+
+fail=0
+for s in "${SCEN[@]}"; do
+  echo "--- $s ($PEER): ${WHAT[$s]:-unknown scenario}"
+  if [ -z "${WHAT[$s]:-}" ] || [ "${PEERS[$s]}" != "$PEER" ]; then echo "FAIL $s: not a $PEER scenario"; fail=1; continue; fi
+  ok=1
+  t0=$(date +%s)
+  case $s in
+    sw-initiates|bad-esp|restart-dp|kill-sluiced)
+      strongswan_up none || ok=0
+      if [ $ok = 1 ]; then
+        timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { tail -3 "$W/init.log"; ok=0; }
+        wait_for 5 "$W/sluiced.log" 'CHILD_SA installed' || ok=0
+      fi
+      ;;
+    sluice-initiates)
+      strongswan_up initiate || ok=0
+      [ $ok = 1 ] && { wait_for 10 "$W/sluiced.log" 'CHILD_SA installed' || ok=0; }
+      ;;
+    two-appliances)
+      two_up || ok=0
+      ;;
+  esac
+  if [ $ok = 1 ]; then
+    case $s in
+      sw-initiates|sluice-initiates)
+        traffic_checks
+        ;;
+      bad-esp)
+        pings $H 3 198.19.2.2 198.19.1.1 > /dev/null
+        inject_bad || ok=0
+        sleep 1.2
+        for k in replay icv_failure no_sa; do
+          v=$(dp_counter "$SW_TABLE" $k); echo "    sluice-dp drops $k=$v"
+          [ "$v" -ge 1 ] || ok=0
+        done
+        r=$(pings $H 10 198.19.2.2 198.19.1.1); echo "    tunnel still up: ping $r/10"
+        [ "${r:-0}" -ge 9 ] || ok=0
+        ;;
+      restart-dp)
+        spi=$(sa_spi "$SW_TABLE" out)
+        x $H ping -n -q -c 60 -i 0.05 -W 1 -I 198.19.2.2 198.19.1.1 > "$W/ping.log" 2>&1 &
+        pp=$!
+        sleep 0.8
+        kill -TERM $DPPID; wait $DPPID 2>/dev/null
+        grep -q 'XDP detached' "$W/dp.log" || { echo "    sluice-dp did not say it detached"; ok=0; }
+        [ -z "$(ip -n $B link show ext0 | grep -o 'xdp')" ] || { echo "    XDP still attached after SIGTERM"; ok=0; }
+        start_bg $B "$W/dp.log" "$DP" --outside ext0 --inside in0 --sa-table "$SW_TABLE" --stats 1; DPPID=$LAST
+        wait $pp
+        got=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$W/ping.log")
+        echo "    60 pings over the restart: $got answered; outbound SPI before $spi, after $(sa_spi "$SW_TABLE" out)"
+        [ "$(sa_spi "$SW_TABLE" out)" = "$spi" ] || { echo "    SAs changed"; ok=0; }
+        r=$(pings $H 20 198.19.2.2 198.19.1.1); echo "    after the restart: ping $r/20"
+        [ "${r:-0}" -ge 19 ] || ok=0
+        [ "${got:-0}" -ge 30 ] || ok=0
+        ;;
+      kill-sluiced)
+        spi=$(sa_spi "$SW_TABLE" out)
+        kill -KILL $SLPID; wait $SLPID 2>/dev/null
+        r=$(pings $H 20 198.19.2.2 198.19.1.1); echo "    sluiced killed: ping $r/20 on the installed SAs"
+        [ "${r:-0}" -ge 19 ] || ok=0
+        sed -i 's/^start_action = .*/start_action = "initiate"/' "$W/sluiced.toml"
+        start_bg $B "$W/sluiced.log" "$SLUICED" --config "$W/sluiced.toml"; SLPID=$LAST
+        for _ in $(seq 100); do [ "$(grep -c 'CHILD_SA installed' "$W/sluiced.log")" -ge 2 ] && break; sleep 0.1; done
+        new=$(sa_spi "$SW_TABLE" out)
+        echo "    sluiced restarted: outbound SPI $spi -> $new"
+        [ -n "$new" ] && [ "$new" != "$spi" ] || { echo "    no new CHILD SA"; ok=0; }
+        r=$(pings $H 20 198.19.2.2 198.19.1.1); echo "    after renegotiation: ping $r/20"
+        [ "${r:-0}" -ge 19 ] || ok=0
+        ;;
+      two-appliances)
+        CLIENT=$hA
+        for pair in "198.19.1.2 198.19.2.2" "2001:db8:1::2 2001:db8:2::2"; do
+          set -- $pair
+          # First packets wait for ARP / ND on three links: warm up.
+          pings $hA 3 $1 $2 > /dev/null; pings $hB 3 $2 $1 > /dev/null
+          r=$(pings $hA 20 $1 $2); echo "    ping $1 -> $2: $r/20"; [ "${r:-0}" -ge 19 ] || ok=0
+          r=$(pings $hB 20 $2 $1); echo "    ping $2 -> $1: $r/20"; [ "${r:-0}" -ge 19 ] || ok=0
+          r=$(iperf $hA $hB $2); echo "    iperf3 $1 -> $2: $r Mbit/s"
+          awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+          r=$(iperf $hA $hB $2 -R); echo "    iperf3 $2 -> $1: $r Mbit/s"
+          awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+        done
+        sleep 0.5
+        ao=$(sa_packets "$W/a/sa-table" out); bi=$(sa_packets "$W/b/sa-table" in)
+        bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
+        echo "    packets: A out $ao / B in $bi; B out $bo / A in $ai"
+        [ "$ao" -gt 1000 ] && [ "$ao" = "$bi" ] && [ "$bo" -gt 1000 ] && [ "$bo" = "$ai" ] || { echo "    counters disagree"; ok=0; }
+        ;;
+    esac
+  fi
+  if [ $ok = 1 ]; then
+    echo "ok $s ($(( $(date +%s) - t0 )) s)"
+    grep 'stats:' "$W"/dp*.log 2>/dev/null | tail -1 | sed 's/.*stats:/    last sluice-dp stats:/'
+  else
+    echo "FAIL $s"
+    for f in "$W"/*.log; do [ -f "$f" ] && { echo "  == $(basename "$f")"; tail -8 "$f"; }; done
+    fail=1
+  fi
+  cleanup
+done
+exit $fail
