@@ -26,10 +26,11 @@ declare -A WHAT=(
   [restart-dp]="sluice-dp stopped and restarted under traffic: it re-attaches to the table, the same SAs carry on"
   [kill-sluiced]="sluiced killed under traffic: the data plane keeps forwarding on the installed SAs; restarted, it renegotiates"
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
+  [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner), counters equal, no replay drops"
 )
 declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
-  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice)
-ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced two-appliances)
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced two-appliances two-appliances-mq)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
   exit 0
@@ -46,112 +47,15 @@ NS="sl-e2e$$-"
 export SWAN_NS=$NS SWAN_STATE=$(mktemp -d /tmp/sluice-e2e.XXXXXX)
 W=$SWAN_STATE/w
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  PIDS=()
-  [ -x "$PAIR" ] && "$PAIR" down >/dev/null 2>&1
-  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NS"); do
-    for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$n" 2>/dev/null
-  done
-}
+# shellcheck source=tests/e2e/lib.sh
+. "$ROOT/tests/e2e/lib.sh"
 trap 'cleanup; rm -rf "$SWAN_STATE"' EXIT INT TERM
 
 flock /tmp/sluice-cargo.lock cargo build -q --release -p sluiced -p sluice-dp || exit 1
 SLUICED=$ROOT/target/release/sluiced
 DP=$ROOT/target/release/sluice-dp
 
-x() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
-# sluiced config: name local remote local_id remote_id start children...
-sluiced_conf() {
-  local f=$1 name=$2 local=$3 remote=$4 lid=$5 rid=$6 start=$7 table=$8; shift 8
-  mkdir -p "$(dirname "$f")"
-  cat > "$f" <<EOT
-[daemon]
-sa_table = "$table"
-
-[[connection]]
-name = "$name"
-local_addr = "$local"
-remote_addr = "$remote"
-local_id = "$lid"
-remote_id = "$rid"
-psk = "sluice-interop-psk-0123456789"
-start_action = "$start"
-EOT
-  local i=0
-  while [ $# -ge 2 ]; do
-    printf '\n[[connection.child]]\nname = "net%s"\nlocal_ts = ["%s"]\nremote_ts = ["%s"]\n' $i "$1" "$2" >> "$f"
-    i=$((i + 1)); shift 2
-  done
-}
-start_bg() { # ns log cmd...
-  local n=$1 log=$2; shift 2
-  ip netns exec "$n" "$@" >> "$log" 2>&1 & PIDS+=($!)
-  LAST=$!
-}
-wait_for() { # seconds file pattern
-  local i
-  for i in $(seq $(( $1 * 10 ))); do grep -q "$3" "$2" 2>/dev/null && return 0; sleep 0.1; done
-  echo "    timeout waiting for '$3' in $(basename "$2")"; return 1
-}
-sa_line() { "$SLUICED" show --sa-table "$1" 2>/dev/null | awk -v d="$2" '$1==d && $2=="SPI"'; }
-sa_packets() { sa_line "$1" "$2" | sed -n 's/.*  \([0-9]*\) packets.*/\1/p' | awk '{s+=$1} END {print s+0}'; }
-sa_spi() { sa_line "$1" "$2" | awk '{print $3}' | head -1; }
-dp_counter() { # table name (drop reason or event)
-  "$DP" show --sa-table "$1" 2>/dev/null | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {s+=$2} END {print s+0}'
-}
-pings() { # ns count src dst -> replies
-  x "$1" ping -n -q -c "$2" -i 0.1 -W 1 -I "$3" "$4" 2>/dev/null | sed -n 's/.* \([0-9]*\) received.*/\1/p'
-}
-iperf() { # client-ns server-ns server-addr [-R] -> Mbit/s of the receiver
-  local srv=$2 addr=$3; shift 3
-  x "$srv" timeout $((IPERF_SECONDS + 10)) iperf3 -s -1 -B "$addr" > /dev/null 2>&1 &
-  local sp=$!
-  sleep 0.4
-  local out
-  out=$(x "$CLIENT" timeout $((IPERF_SECONDS + 8)) iperf3 -c "$addr" -t "$IPERF_SECONDS" -f m "$@" 2>&1 | awk '/receiver/ {print $7}')
-  wait $sp 2>/dev/null
-  echo "${out:-0}"
-}
-
-# --- strongSwan site -- Sluice -- host --------------------------------------
-SW_TABLE=$W/run/sa-table
-strongswan_up() { # start_action
-  if ! KEYLOG=0 ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
-    tail -5 "$SWAN_STATE/up.log"; return 1
-  fi
-  B=${NS}B; H=${NS}H; A=${NS}A
-  ip -n $B addr del 198.19.2.1/32 dev lo
-  ip netns add $H
-  ip -n $B link add in0 type veth peer name h0 netns $H
-  ip -n $B addr add 198.19.2.1/24 dev in0
-  ip -n $B link set in0 up
-  ip -n $H link set lo up
-  ip -n $H addr add 198.19.2.2/24 dev h0
-  ip -n $H link set h0 up
-  ip -n $H route add default via 198.19.2.1
-  # veth leaves checksums to "hardware"; frames redirected to AF_XDP would keep them
-  # unfinished: the host computes its own.
-  x $H ethtool -K h0 tx off > /dev/null
-  rm -rf "$W"; mkdir -p "$W/run"
-  sluiced_conf "$W/sluiced.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test "$1" "$SW_TABLE" \
-    198.19.2.0/24 198.19.1.0/24
-  start_bg $B "$W/sluiced.log" "$SLUICED" --config "$W/sluiced.toml"; SLPID=$LAST
-  wait_for 5 "$W/sluiced.log" 'listening.*4500' || return 1
-  start_bg $B "$W/dp.log" "$DP" --outside ext0 --inside in0 --sa-table "$SW_TABLE" --stats 1; DPPID=$LAST
-  wait_for 5 "$W/dp.log" 'worker(s)' || return 1
-  CLIENT=$H
-}
-sw_packets() { # in|out -> strongSwan's packet count for its CHILD SA(s)
-  "$PAIR" sw A --list-sas 2>/dev/null | awk -v d="$1" '$1==d {for (i=1;i<=NF;i++) if ($(i+1) ~ /^packets/) s+=$i} END {print s+0}'
-}
-udp_drops() { # UDP datagrams a namespace's kernel dropped on receive (buffer full)
-  x "$1" cat /proc/net/snmp | awk '/^Udp:/ && !h {for (i=1;i<=NF;i++) n[i]=$i; h=1; next} /^Udp:/ {for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") print $i}'
-}
 traffic_checks() { # sets ok=0 on failure
   local r rh ra so0 si0 wi0 wo0 so si wi wo d0 d1
   # The first packet each way waits for ARP (dropped, counted as
@@ -224,40 +128,6 @@ print("    injected: 1 replay, 1 bad ICV, 1 unknown SPI")
 PY
 }
 
-# --- Sluice -- Sluice ---------------------------------------------------------
-two_up() {
-  local n
-  hA=${NS}hA; sA=${NS}sA; sB=${NS}sB; hB=${NS}hB
-  for n in $hA $sA $sB $hB; do
-    ip netns add $n || return 1
-    ip -n $n link set lo up
-  done
-  ip -n $hA link add h0 type veth peer name in0 netns $sA
-  ip -n $sA link add ext0 type veth peer name ext0 netns $sB
-  ip -n $sB link add in0 type veth peer name h0 netns $hB
-  for n in $hA $sA $sB $hB; do for i in $(ip -n $n -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v lo); do ip -n $n link set $i up; done; done
-  ip -n $hA addr add 198.19.1.2/24 dev h0; ip -n $hA addr add 2001:db8:1::2/64 dev h0 nodad
-  ip -n $hA route add default via 198.19.1.1; ip -n $hA -6 route add default via 2001:db8:1::1
-  ip -n $hB addr add 198.19.2.2/24 dev h0; ip -n $hB addr add 2001:db8:2::2/64 dev h0 nodad
-  ip -n $hB route add default via 198.19.2.1; ip -n $hB -6 route add default via 2001:db8:2::1
-  ip -n $sA addr add 198.19.1.1/24 dev in0; ip -n $sA addr add 2001:db8:1::1/64 dev in0 nodad
-  ip -n $sB addr add 198.19.2.1/24 dev in0; ip -n $sB addr add 2001:db8:2::1/64 dev in0 nodad
-  ip -n $sA addr add 198.18.0.1/24 dev ext0; ip -n $sB addr add 198.18.0.2/24 dev ext0
-  for n in $hA $hB; do x $n ethtool -K h0 tx off > /dev/null; done
-  rm -rf "$W"; mkdir -p "$W/a" "$W/b"
-  sluiced_conf "$W/b.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test none "$W/b/sa-table" \
-    198.19.2.0/24 198.19.1.0/24 2001:db8:2::/64 2001:db8:1::/64
-  sluiced_conf "$W/a.toml" site-b 198.18.0.1 198.18.0.2 a.psw.test b.psw.test initiate "$W/a/sa-table" \
-    198.19.1.0/24 198.19.2.0/24 2001:db8:1::/64 2001:db8:2::/64
-  start_bg $sB "$W/b.log" "$SLUICED" --config "$W/b.toml"
-  wait_for 5 "$W/b.log" 'listening.*4500' || return 1
-  start_bg $sB "$W/dpb.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/b/sa-table" --stats 1
-  start_bg $sA "$W/a.log" "$SLUICED" --config "$W/a.toml"
-  start_bg $sA "$W/dpa.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/a/sa-table" --stats 1
-  for _ in $(seq 100); do [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] && break; sleep 0.1; done
-  [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] || { echo "    appliance A: $(grep -c 'CHILD_SA installed' "$W/a.log") CHILD SAs"; return 1; }
-  wait_for 5 "$W/dpa.log" 'worker(s)' && wait_for 5 "$W/dpb.log" 'worker(s)'
-}
 
 fail=0
 for s in "${SCEN[@]}"; do
@@ -278,7 +148,10 @@ for s in "${SCEN[@]}"; do
       [ $ok = 1 ] && { wait_for 10 "$W/sluiced.log" 'CHILD_SA installed' || ok=0; }
       ;;
     two-appliances)
-      two_up || ok=0
+      two_up 1 || ok=0
+      ;;
+    two-appliances-mq)
+      two_up 2 || ok=0
       ;;
   esac
   if [ $ok = 1 ]; then
@@ -342,6 +215,31 @@ for s in "${SCEN[@]}"; do
           awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
         done
         sleep 0.5
+        ao=$(sa_packets "$W/a/sa-table" out); bi=$(sa_packets "$W/b/sa-table" in)
+        bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
+        echo "    packets: A out $ao / B in $bi; B out $bo / A in $ai"
+        [ "$ao" -gt 1000 ] && [ "$ao" = "$bi" ] && [ "$bo" -gt 1000 ] && [ "$bo" = "$ai" ] || { echo "    counters disagree"; ok=0; }
+        ;;
+      two-appliances-mq)
+        CLIENT=$hA
+        pings $hA 3 198.19.1.2 198.19.2.2 > /dev/null; pings $hB 3 198.19.2.2 198.19.1.2 > /dev/null
+        r=$(iperf $hA $hB 198.19.2.2 -P 4); echo "    iperf3 -P 4 198.19.1.2 -> 198.19.2.2: $r Mbit/s"
+        awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+        r=$(iperf $hA $hB 198.19.2.2 -P 4 -R); echo "    iperf3 -P 4 198.19.2.2 -> 198.19.1.2: $r Mbit/s"
+        awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+        sleep 0.5
+        for side in a b; do
+          "$DP" show --sa-table "$W/$side/sa-table" | grep -E 'worker|drops|events' | sed "s/^/    $side: /"
+        done
+        h=$(( $("$DP" show --sa-table "$W/a/sa-table" | sed -n 's/.*handoff \([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}') + \
+              $("$DP" show --sa-table "$W/b/sa-table" | sed -n 's/.*handoff \([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}') ))
+        echo "    frames handed to their SA's owner worker: $h"
+        [ "$h" -gt 0 ] || { echo "    no handoff: one SA's traffic never reached two queues"; ok=0; }
+        for side in a b; do
+          for k in replay replay_stale; do
+            v=$(dp_counter "$W/$side/sa-table" $k); [ "$v" = 0 ] || { echo "    $side: $k=$v"; ok=0; }
+          done
+        done
         ao=$(sa_packets "$W/a/sa-table" out); bi=$(sa_packets "$W/b/sa-table" in)
         bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
         echo "    packets: A out $ao / B in $bi; B out $bo / A in $ai"

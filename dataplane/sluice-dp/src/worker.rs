@@ -836,7 +836,8 @@ impl<I: PacketIo> Worker<I> {
             quote[..orig.len()].copy_from_slice(orig);
             pkt::inner(chunk.get(l3..l3 + len).unwrap_or(&[])).map(|i| i.flow.src)
         };
-        self.drop_pkt(d, DropReason::NoTailroom);
+        // Not an ESP drop: counted as the ICMP error it causes.
+        self.io.free(&[d]);
         let Some(sender) = sender else {
             self.io.free(&[reply]);
             return;
