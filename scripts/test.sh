@@ -50,6 +50,7 @@ step sluiced-peers as_root tests/interop/sluiced-peers.sh
 step e2e-strongswan as_root tests/e2e/tunnel.sh strongswan
 step e2e-sluice as_root tests/e2e/tunnel.sh sluice
 step perf-smoke perf/run esp --quick
+step perf-e2e-smoke as_root perf/run e2e --quick
 
 echo
 echo "test.sh: ${failures[*]:+failed steps: ${failures[*]}}"

@@ -14,12 +14,17 @@ use std::time::{Duration, Instant};
 const BURST: usize = 32;
 const BUF: usize = 2048;
 
+mod e2e;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("esp") => esp(&args[1..]),
+        Some("gen") => e2e::gen(&args[1..]),
+        Some("install") => e2e::install(&args[1..]),
         _ => {
             eprintln!("usage: sluice-perf esp [--quick] [--backend B] [--alg A] [--size N]");
+            eprintln!("       sluice-perf gen|install ... (used by perf/e2e.sh)");
             ExitCode::from(2)
         }
     }
