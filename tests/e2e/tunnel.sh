@@ -26,11 +26,13 @@ declare -A WHAT=(
   [restart-dp]="sluice-dp stopped and restarted under traffic: it re-attaches to the table, the same SAs carry on"
   [kill-sluiced]="sluiced killed under traffic: the data plane keeps forwarding on the installed SAs; restarted, it renegotiates"
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
+  [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey): no stall"
+  [rekey-two]="CHILD SAs (IPv4 and IPv6) rekeyed every ~2 s by appliance A under iperf3 traffic: no stall, no ESP drops"
   [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner), counters equal, no replay drops"
 )
 declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
-  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice)
-ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced two-appliances two-appliances-mq)
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
   exit 0
@@ -136,8 +138,9 @@ for s in "${SCEN[@]}"; do
   ok=1
   t0=$(date +%s)
   case $s in
-    sw-initiates|bad-esp|restart-dp|kill-sluiced)
-      strongswan_up none || ok=0
+    sw-initiates|bad-esp|restart-dp|kill-sluiced|rekey-sw)
+      rt=3600; [ $s = rekey-sw ] && rt=3
+      REKEY_TIME=$rt strongswan_up none || ok=0
       if [ $ok = 1 ]; then
         timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { tail -3 "$W/init.log"; ok=0; }
         wait_for 5 "$W/sluiced.log" 'CHILD_SA installed' || ok=0
@@ -152,6 +155,9 @@ for s in "${SCEN[@]}"; do
       ;;
     two-appliances-mq)
       two_up 2 || ok=0
+      ;;
+    rekey-two)
+      REKEY_A=2 two_up 1 || ok=0
       ;;
   esac
   if [ $ok = 1 ]; then
@@ -219,6 +225,40 @@ for s in "${SCEN[@]}"; do
         bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
         echo "    packets: A out $ao / B in $bi; B out $bo / A in $ai"
         [ "$ao" -gt 1000 ] && [ "$ao" = "$bi" ] && [ "$bo" -gt 1000 ] && [ "$bo" = "$ai" ] || { echo "    counters disagree"; ok=0; }
+        ;;
+      rekey-sw|rekey-two)
+        if [ $s = rekey-sw ]; then
+          log=$W/sluiced.log; cl=$H; sv=$A; dst=198.19.1.1; src=198.19.2.2; tbl=$SW_TABLE
+        else
+          log=$W/a.log; cl=$hA; sv=$hB; dst=198.19.2.2; src=198.19.1.2; tbl="$W/b/sa-table $W/a/sa-table"
+        fi
+        CLIENT=$cl
+        pings $cl 3 $src $dst > /dev/null
+        before=$(grep -c 'CHILD_SA rekeyed' "$log")
+        x $sv timeout 20 iperf3 -s -1 -B $dst > /dev/null 2>&1 &
+        sleep 0.4
+        x $cl timeout 20 iperf3 -c $dst -t 9 -i 1 -f m > "$W/iperf.log" 2>&1 &
+        ip=$!
+        if [ $s = rekey-sw ]; then
+          sleep 4.5; timeout 10 "$PAIR" sw A --rekey --child net > "$W/rekey.log" 2>&1 || { echo "    swanctl --rekey failed"; ok=0; }
+        fi
+        wait $ip
+        rekeys=$(( $(grep -c 'CHILD_SA rekeyed' "$log") - before ))
+        echo "    CHILD SA rekeys during the run: $rekeys ($(grep 'CHILD_SA rekeyed' "$log" | tail -1 | sed 's/.*daemon: //'))"
+        [ $s = rekey-sw ] && grep -c 'rekeying CHILD_SA' "$log" | sed 's/^/    started by sluiced: /'
+        [ "$rekeys" -ge 2 ] || { echo "    too few rekeys"; ok=0; }
+        secs=$(awk '/sec/ && /Mbits/ && !/sender|receiver/ {print $7}' "$W/iperf.log" | tr '\n' ' ')
+        echo "    iperf3 per second (Mbit/s): $secs"
+        low=$(awk '/sec/ && /Mbits/ && !/sender|receiver/ && $7 < 1 {n++} END {print n+0}' "$W/iperf.log")
+        [ "$low" -le 1 ] || { echo "    $low one-second intervals under 1 Mbit/s: a stall"; ok=0; }
+        grep receiver "$W/iperf.log" | sed 's/^/    /'
+        for t in $tbl; do
+          for k in icv_failure replay no_sa; do
+            v=$(dp_counter "$t" $k); echo "    $(basename "$(dirname "$t")") data plane: $k=$v"
+            [ "$v" = 0 ] || ok=0
+          done
+          [ -n "$(sa_spi "$t" in)" ] || { echo "    no inbound SA left"; ok=0; }
+        done
         ;;
       two-appliances-mq)
         CLIENT=$hA

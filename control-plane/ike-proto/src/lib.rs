@@ -68,6 +68,14 @@ pub struct ChildSa {
     pub remote_ts: Vec<Selector>,
     /// UDP encapsulation (NAT detected).
     pub nat_t: bool,
+    /// Set when this CHILD SA rekeys another (RFC 7296 §2.8): that SA's
+    /// inbound SPI. The old one is deleted with an INFORMATIONAL exchange
+    /// right after; its traffic should move to this one now.
+    pub rekeys: Option<u32>,
+    /// We sent the request that created it (IKE_AUTH or CREATE_CHILD_SA).
+    /// On a rekey the responder should keep sending on the old SA until the
+    /// initiator deletes it, which proves the initiator has the new one.
+    pub initiator: bool,
 }
 
 impl ChildSa {
@@ -116,6 +124,8 @@ impl fmt::Debug for ChildSa {
             .field("spi_out", &format_args!("{:08x}", self.spi_out))
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
+            .field("rekeys", &self.rekeys)
+            .field("initiator", &self.initiator)
             .finish_non_exhaustive()
     }
 }

@@ -59,6 +59,8 @@ struct ChildRequest {
     nonce: Vec<u8>,
     local_ts: Vec<Selector>,
     remote_ts: Vec<Selector>,
+    /// Rekeying (RFC 7296 §2.8): the inbound SPI of the CHILD SA replaced.
+    rekey: Option<u32>,
 }
 
 struct Pending {
@@ -98,6 +100,8 @@ pub struct IkeSa {
     ops: VecDeque<Op>,
     /// Installed CHILD SAs: (our inbound SPI, our outbound SPI).
     children: Vec<(u32, u32)>,
+    /// Selectors of each CHILD SA by inbound SPI (what a rekey asks for).
+    child_ts: Vec<(u32, Vec<Selector>, Vec<Selector>)>,
     /// CREATE_CHILD_SA requests of ours (queued or outstanding).
     child_reqs: Vec<Option<ChildRequest>>,
     pending: Option<Pending>,
@@ -245,6 +249,7 @@ impl IkeSa {
             my_msg_id: 0,
             ops: VecDeque::new(),
             children: Vec::new(),
+            child_ts: Vec::new(),
             child_reqs: Vec::new(),
             pending: None,
             last_response: None,
@@ -846,6 +851,7 @@ impl IkeSa {
         esp: EspProposal,
         local_ts: Vec<Selector>,
         remote_ts: Vec<Selector>,
+        rekeys: Option<u32>,
     ) -> Result<(), Error> {
         let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
         let c = child_keys(
@@ -866,6 +872,12 @@ impl IkeSa {
         self.events
             .push_back(Event::Log(format!("selected proposal: {}", esp.name())));
         self.children.push((spi_in, spi_out));
+        // Forget the selectors of CHILD SAs that are gone (bounded memory).
+        let kids = &self.children;
+        self.child_ts
+            .retain(|(i, _, _)| kids.iter().any(|(c, _)| c == i));
+        self.child_ts
+            .push((spi_in, local_ts.clone(), remote_ts.clone()));
         self.events.push_back(Event::ChildInstalled(ChildSa {
             spi_in,
             spi_out,
@@ -877,6 +889,8 @@ impl IkeSa {
             local_ts,
             remote_ts,
             nat_t: self.nat_detected,
+            rekeys,
+            initiator: we_initiated,
         }));
         Ok(())
     }
@@ -1141,7 +1155,7 @@ impl IkeSa {
         });
         if let Some((spi, esp)) = child {
             let (ni, nr) = (self.ni.clone(), self.nr.clone());
-            self.install_child(self.child_spi_in, spi, &ni, &nr, false, esp, tsr, tsi)?;
+            self.install_child(self.child_spi_in, spi, &ni, &nr, false, esp, tsr, tsi, None)?;
         }
         Ok(())
     }
@@ -1173,7 +1187,7 @@ impl IkeSa {
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
-        self.install_child(self.child_spi_in, spi, &ni, &nr, true, esp, tsi, tsr)
+        self.install_child(self.child_spi_in, spi, &ni, &nr, true, esp, tsi, tsr, None)
     }
 
     /// Queues an INFORMATIONAL request; sent when the window is free.
@@ -1214,12 +1228,25 @@ impl IkeSa {
                 let Some(Some(r)) = self.child_reqs.get(i) else {
                     return Err(Error::State("no such CHILD SA request"));
                 };
-                vec![
+                let mut v = Vec::with_capacity(5);
+                if let Some(old) = r.rekey {
+                    v.push(Payload::new(
+                        PayloadType::NOTIFY,
+                        Body::Notify {
+                            protocol: ProtocolId::ESP,
+                            spi: old.to_be_bytes().to_vec(),
+                            ntype: NotifyType::REKEY_SA,
+                            data: vec![],
+                        },
+                    ));
+                }
+                v.extend([
                     Self::esp_sa_payload(r.spi_in, &self.cfg.esp),
                     Payload::new(PayloadType::NONCE, Body::Nonce(r.nonce.clone())),
                     Self::ts_payload(PayloadType::TSI, &r.local_ts),
                     Self::ts_payload(PayloadType::TSR, &r.remote_ts),
-                ]
+                ]);
+                v
             }
         };
         let id = self.my_msg_id;
@@ -1271,9 +1298,40 @@ impl IkeSa {
             nonce,
             local_ts,
             remote_ts,
+            rekey: None,
         }));
         self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
         Ok(spi_in)
+    }
+
+    /// Rekeys the CHILD SA whose inbound SPI is `spi_in` (RFC 7296 §2.8,
+    /// without PFS): a CREATE_CHILD_SA with REKEY_SA and the same
+    /// selectors; when it is answered the new CHILD SA is reported with
+    /// [`ChildSa::rekeys`] set and the old one is deleted. Returns the new
+    /// inbound SPI.
+    pub fn rekey_child(
+        &mut self,
+        now: Instant,
+        spi_in: u32,
+        rng: &mut dyn Random,
+    ) -> Result<u32, Error> {
+        let (local_ts, remote_ts) = self
+            .child_ts
+            .iter()
+            .find(|(i, _, _)| *i == spi_in)
+            .filter(|_| self.children.iter().any(|(i, _)| *i == spi_in))
+            .map(|(_, l, r)| (l.clone(), r.clone()))
+            .ok_or(Error::State("no such CHILD SA"))?;
+        let new = random_u32(rng);
+        self.child_reqs.push(Some(ChildRequest {
+            spi_in: new,
+            nonce: random_vec(rng, 32),
+            local_ts,
+            remote_ts,
+            rekey: Some(spi_in),
+        }));
+        self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
+        Ok(new)
     }
 
     /// Sends a liveness check (an empty INFORMATIONAL request, RFC 7296
@@ -1363,7 +1421,14 @@ impl IkeSa {
             .ok_or(Error::Unexpected("no acceptable ESP proposal"))?;
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
-        self.install_child(req.spi_in, spi_out, &req.nonce, &nr, true, esp, tsi, tsr)?;
+        self.install_child(
+            req.spi_in, spi_out, &req.nonce, &nr, true, esp, tsi, tsr, req.rekey,
+        )?;
+        // The rekey's initiator deletes the old CHILD SA once the new one
+        // is up (RFC 7296 §2.8).
+        if let Some(old) = req.rekey {
+            self.ops.push_back(Op::DeleteChild(old));
+        }
         self.start_next_op(now, rng)
     }
 
@@ -1393,10 +1458,30 @@ impl IkeSa {
             });
             Ok(())
         };
-        // Rekeying (REKEY_SA) and PFS (KE) come with the rekeying work.
-        let rekey = find_notify(&inner, NotifyType::REKEY_SA).is_some();
-        let pfs = inner.iter().any(|p| p.ptype == PayloadType::KE);
-        if rekey || pfs {
+        // A rekey (RFC 7296 §2.8) names the CHILD SA by the SPI the
+        // initiator receives on, our outbound SPI. PFS (a KE payload) is not
+        // offered by us and refused for now.
+        let rekey_spi = inner.iter().find_map(|p| match &p.body {
+            Body::Notify {
+                ntype,
+                spi,
+                protocol,
+                ..
+            } if *ntype == NotifyType::REKEY_SA && *protocol == ProtocolId::ESP => {
+                <[u8; 4]>::try_from(spi.as_slice())
+                    .ok()
+                    .map(u32::from_be_bytes)
+            }
+            _ => None,
+        });
+        let rekeys = match rekey_spi {
+            None => None,
+            Some(out) => match self.children.iter().find(|(_, o)| *o == out) {
+                Some((i, _)) => Some(*i),
+                None => return refuse(self, NotifyType::CHILD_SA_NOT_FOUND, rng),
+            },
+        };
+        if inner.iter().any(|p| p.ptype == PayloadType::KE) {
             return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
         }
         let ni = inner
@@ -1425,7 +1510,7 @@ impl IkeSa {
         ];
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
-        self.install_child(spi_in, spi_out, &ni, &nr, false, esp, tsr, tsi)
+        self.install_child(spi_in, spi_out, &ni, &nr, false, esp, tsr, tsi, rekeys)
     }
 
     fn on_info_request(

@@ -901,3 +901,68 @@ fn several_children_are_never_mixed() {
     assert_eq!(Pair::children(&p.i_events).len(), 2);
     assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::TS_UNACCEPTABLE)));
 }
+
+/// CHILD SA rekeying (RFC 7296 §2.8) from either side: the new CHILD SA
+/// names the one it replaces, gets fresh SPIs and keys, and the old one is
+/// deleted on both sides; an unknown SPI is refused with
+/// CHILD_SA_NOT_FOUND.
+#[test]
+fn child_sa_rekeyed_from_both_sides() {
+    let mut p = established();
+    let old_i = Pair::children(&p.i_events)[0].spi_in;
+    let old_r = Pair::children(&p.r_events)[0].spi_in;
+
+    // The initiator rekeys.
+    let new_i = p.i.rekey_child(p.now, old_i, &mut p.rng).unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    let (ic, rc) = (Pair::children(&p.i_events), Pair::children(&p.r_events));
+    assert_eq!((ic.len(), rc.len()), (2, 2));
+    assert_eq!((ic[1].spi_in, ic[1].rekeys), (new_i, Some(old_i)));
+    assert_eq!(
+        rc[1].rekeys,
+        Some(old_r),
+        "the responder knows what it replaces"
+    );
+    assert_eq!((ic[1].spi_in, ic[1].spi_out), (rc[1].spi_out, rc[1].spi_in));
+    assert_eq!(*ic[1].encr_out, *rc[1].encr_in);
+    assert_ne!(*ic[1].encr_out, *ic[0].encr_out, "fresh keys");
+    assert_eq!(ic[1].local_ts, ic[0].local_ts, "same selectors");
+    let (old_i_out, old_r_out, cur_r) = (ic[0].spi_out, rc[0].spi_out, rc[1].spi_in);
+    // The old CHILD SA is deleted by the rekey's initiator.
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert_eq!(child_deleted(&p.i_events), vec![(old_i, old_i_out)]);
+    assert_eq!(child_deleted(&p.r_events), vec![(old_r, old_r_out)]);
+
+    // The responder rekeys the new one.
+    let r = p.r.as_mut().unwrap();
+    r.rekey_child(p.now, cur_r, &mut p.rng).unwrap();
+    let t = r.poll_transmit().unwrap();
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &t.data, &mut p.rng);
+    let back = p.i.poll_transmit().unwrap();
+    let r = p.r.as_mut().unwrap();
+    r.handle(p.now, I_ADDR.parse().unwrap(), &back.data, &mut p.rng);
+    // Its delete of the old one, answered.
+    let del = r.poll_transmit().unwrap();
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &del.data, &mut p.rng);
+    let ack = p.i.poll_transmit().unwrap();
+    p.r.as_mut()
+        .unwrap()
+        .handle(p.now, I_ADDR.parse().unwrap(), &ack.data, &mut p.rng);
+    p.drain();
+    let (ic, rc) = (Pair::children(&p.i_events), Pair::children(&p.r_events));
+    assert_eq!((ic.len(), rc.len()), (3, 3));
+    assert_eq!(rc[2].rekeys, Some(cur_r));
+    assert_eq!(ic[2].rekeys, Some(new_i));
+    assert_eq!(child_deleted(&p.i_events).len(), 2);
+    assert_eq!(child_deleted(&p.r_events).len(), 2);
+
+    // Rekeying a CHILD SA that does not exist: refused locally...
+    assert!(p.i.rekey_child(p.now, 0xdead_beef, &mut p.rng).is_err());
+    assert!(
+        p.i.rekey_child(p.now, old_i, &mut p.rng).is_err(),
+        "already deleted"
+    );
+    assert_eq!(p.i.state(), State::Established);
+}

@@ -40,6 +40,9 @@ pub(crate) struct Daemon {
     /// Seconds a half-open responder IKE SA may wait for IKE_AUTH before it
     /// is dropped (its slot freed).
     pub(crate) half_open_timeout: u64,
+    /// Seconds the inbound SA of a rekeyed CHILD SA still accepts packets
+    /// after the CHILD SA is deleted (packets in flight).
+    pub(crate) delete_rekeyed_delay: u64,
     /// Opt-in key log directory for Wireshark (ikev2_decryption_table and
     /// esp_sa, mode 0600). Secrets: leave unset in production.
     pub(crate) keylog: Option<PathBuf>,
@@ -53,6 +56,7 @@ impl Default for Daemon {
             policy_capacity: 4096,
             max_half_open: 1000,
             half_open_timeout: 30,
+            delete_rekeyed_delay: 5,
             keylog: None,
         }
     }
@@ -107,6 +111,10 @@ pub(crate) struct Connection {
     /// Transmissions of a request before the peer is declared dead.
     #[serde(default = "default_rt_tries")]
     pub(crate) retransmit_tries: u32,
+    /// Seconds after which a CHILD SA is rekeyed (less up to 10% jitter);
+    /// 0 = never.
+    #[serde(default = "default_rekey_time")]
+    pub(crate) rekey_time: u64,
     /// CHILD SAs (policies).
     #[serde(rename = "child")]
     pub(crate) children: Vec<Child>,
@@ -129,6 +137,9 @@ fn default_ike() -> String {
 }
 fn default_esp() -> String {
     "aes128gcm16".into()
+}
+fn default_rekey_time() -> u64 {
+    3600
 }
 fn default_dpd() -> u64 {
     30
@@ -256,6 +267,8 @@ pub(crate) struct Resolved {
     pub(crate) start: StartAction,
     /// DPD interval.
     pub(crate) dpd: Option<Duration>,
+    /// CHILD SA rekey interval.
+    pub(crate) rekey_time: Option<Duration>,
     /// The protocol configuration.
     pub(crate) ike: ike_proto::Config,
 }
@@ -320,6 +333,7 @@ impl File {
                 remote: c.remote_addr,
                 start: c.start_action,
                 dpd: (c.dpd_delay > 0).then(|| Duration::from_secs(c.dpd_delay)),
+                rekey_time: (c.rekey_time > 0).then(|| Duration::from_secs(c.rekey_time)),
                 ike: ike_proto::Config {
                     local_id: identity(&c.local_id).map_err(ctx)?,
                     remote_id: identity(&c.remote_id).map_err(ctx)?,

@@ -36,6 +36,13 @@ struct Installed {
     h_in: SaHandle,
     h_out: SaHandle,
     policies: Vec<PolicyId>,
+    /// When to rekey it (lifetime minus jitter), until a rekey is asked for.
+    rekey_at: Option<Instant>,
+    /// Rekeyed by the peer: the new outbound SA its policies move to once
+    /// the peer deletes this CHILD SA.
+    successor: Option<SaHandle>,
+    /// Replaced by a rekey (its inbound SA lingers after the delete).
+    replaced: bool,
 }
 
 struct Entry {
@@ -57,6 +64,9 @@ struct Daemon2 {
     keylog: Option<std::path::PathBuf>,
     max_half_open: usize,
     half_open_timeout: Duration,
+    /// Inbound SAs of rekeyed CHILD SAs, deleted at these times.
+    lingering: Vec<(Instant, SaHandle)>,
+    delete_rekeyed_delay: Duration,
     /// Responder IKE SAs in InitAnswered (counted without a scan).
     half_open: HashSet<u64>,
     rng: OsRandom,
@@ -87,6 +97,8 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
         keylog: cfg.keylog.clone(),
         max_half_open: cfg.max_half_open,
         half_open_timeout: Duration::from_secs(cfg.half_open_timeout.max(1)),
+        lingering: Vec::new(),
+        delete_rekeyed_delay: Duration::from_secs(cfg.delete_rekeyed_delay),
         half_open: HashSet::new(),
         rng: OsRandom(ring::rand::SystemRandom::new()),
         next_sa_id: 1,
@@ -156,6 +168,9 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
                 let ids: Vec<u64> = d.entries.keys().copied().collect();
                 for id in ids {
                     d.remove(id, "shutdown");
+                }
+                for (_, h) in std::mem::take(&mut d.lingering) {
+                    let _ = d.writer.delete_sa(h);
                 }
                 info!("stopped");
                 return Ok(());
@@ -357,6 +372,14 @@ impl Daemon2 {
     }
 
     fn timers(&mut self, now: Instant) {
+        if self.lingering.iter().any(|(t, _)| *t <= now) {
+            let (due, keep): (Vec<_>, Vec<_>) =
+                self.lingering.drain(..).partition(|(t, _)| *t <= now);
+            self.lingering = keep;
+            for (_, h) in due {
+                let _ = self.writer.delete_sa(h);
+            }
+        }
         let expired: Vec<u64> = self
             .half_open
             .iter()
@@ -386,6 +409,25 @@ impl Daemon2 {
             let _g = span.enter();
             if e.sa.poll_timeout().is_some_and(|t| t <= now) {
                 e.sa.handle_timeout(now);
+                self.pump(id);
+                continue;
+            }
+            let due: Vec<u32> = e
+                .children
+                .iter_mut()
+                .filter(|c| c.rekey_at.is_some_and(|t| t <= now))
+                .map(|c| {
+                    c.rekey_at = None;
+                    c.spi_in
+                })
+                .collect();
+            if !due.is_empty() && e.sa.state() == State::Established {
+                for spi in due {
+                    info!("rekeying CHILD_SA {spi:08x}_i (lifetime)");
+                    if let Err(err) = e.sa.rekey_child(now, spi, &mut self.rng) {
+                        warn!("CHILD_SA {spi:08x}_i not rekeyed: {err}");
+                    }
+                }
                 self.pump(id);
                 continue;
             }
@@ -542,8 +584,37 @@ impl Daemon2 {
                 return error!("installing outbound SA {:08x}: {err}", c.spi_out);
             }
         };
+        // A rekey moves the old CHILD SA's policies to the new outbound SA:
+        // one atomic store per policy, so traffic switches without a gap;
+        // the old SAs stay for packets in flight until the old CHILD SA is
+        // deleted (RFC 7296 §2.8).
+        // As the rekey's responder, keep sending on the old SA until the
+        // initiator deletes it (then it surely has the new inbound SA).
+        let moved = c.rekeys.and_then(|old| {
+            let e = self.entries.get_mut(&id)?;
+            let o = e.children.iter_mut().find(|x| x.spi_in == old)?;
+            o.rekey_at = None;
+            o.replaced = true;
+            if c.initiator {
+                Some((old, o.spi_out, std::mem::take(&mut o.policies)))
+            } else {
+                o.successor = Some(h_out);
+                Some((old, o.spi_out, Vec::new()))
+            }
+        });
         let mut policies = Vec::new();
+        if let Some((_, _, ps)) = &moved {
+            for p in ps {
+                if let Err(err) = self.writer.bind_policy(*p, Some(h_out)) {
+                    error!("rebinding policy to the rekeyed SA: {err}");
+                }
+                policies.push(*p);
+            }
+        }
         for l in &c.local_ts {
+            if moved.is_some() {
+                break;
+            }
             for r in &c.remote_ts {
                 let (Some(lp), Some(rp)) = (prefix_of(l), prefix_of(r)) else {
                     warn!(
@@ -576,6 +647,12 @@ impl Daemon2 {
             join(&c.remote_ts),
             if c.nat_t { "UDP-encapsulated" } else { "ESP" }
         );
+        if let Some((old_in, old_out, _)) = &moved {
+            info!(
+                "CHILD_SA rekeyed: SPIs {old_in:08x}_i {old_out:08x}_o replaced by {:08x}_i {:08x}_o",
+                c.spi_in, c.spi_out
+            );
+        }
         if let Some(dir) = &self.keylog {
             if let Err(err) = ike_proto::keylog::append(
                 dir,
@@ -586,12 +663,23 @@ impl Daemon2 {
             }
         }
         if let Some(e) = self.entries.get_mut(&id) {
+            // Rekey ahead of the lifetime, up to 10% early so the two peers
+            // rarely start together.
+            let rekey_at = self.conns.get(e.conn).and_then(|c| c.rekey_time).map(|t| {
+                let mut r = [0u8; 2];
+                self.rng.fill(&mut r);
+                let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
+                Instant::now() + t - jitter
+            });
             e.children.push(Installed {
                 spi_in: c.spi_in,
                 spi_out: c.spi_out,
                 h_in,
                 h_out,
                 policies,
+                rekey_at,
+                successor: None,
+                replaced: false,
             });
         }
     }
@@ -603,8 +691,36 @@ impl Daemon2 {
         let Some(pos) = e.children.iter().position(|c| c.spi_in == spi_in) else {
             return;
         };
-        let c = e.children.remove(pos);
-        self.remove_child(c);
+        let mut c = e.children.remove(pos);
+        if let Some(next) = c.successor {
+            // The peer rekeyed this CHILD SA and now deletes it: its traffic
+            // moves to the new outbound SA, which the peer can decrypt.
+            let new_child = e.children.iter_mut().find(|x| x.h_out == next);
+            let ps = std::mem::take(&mut c.policies);
+            for p in &ps {
+                if let Err(err) = self.writer.bind_policy(*p, Some(next)) {
+                    error!("rebinding policy to the rekeyed SA: {err}");
+                }
+            }
+            if let Some(n) = new_child {
+                n.policies.extend(ps);
+            }
+        }
+        // Packets sent on a rekeyed SA may still be on their way: its
+        // inbound half lingers (as strongSwan's delete_rekeyed_delay).
+        if c.replaced {
+            for p in std::mem::take(&mut c.policies) {
+                let _ = self.writer.remove_policy(p);
+            }
+            let _ = self.writer.delete_sa(c.h_out);
+            if let Err(err) = self.writer.commit() {
+                error!("publishing policies: {err}");
+            }
+            self.lingering
+                .push((Instant::now() + self.delete_rekeyed_delay, c.h_in));
+        } else {
+            self.remove_child(c);
+        }
         info!("CHILD_SA deleted, SPIs {spi_in:08x}_i {spi_out:08x}_o");
     }
 
