@@ -28,11 +28,12 @@ declare -A WHAT=(
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
   [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey): no stall"
   [rekey-two]="CHILD SAs (IPv4 and IPv6) rekeyed every ~2 s by appliance A under iperf3 traffic: no stall, no ESP drops"
+  [trap-on-traffic]="appliance A with start_action = trap: the first packet hits a trap policy, sluice-dp reports it, sluiced initiates; IPv4 and IPv6 then flow"
   [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner), counters equal, no replay drops"
 )
 declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
-  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice)
-ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two)
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [trap-on-traffic]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two trap-on-traffic)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
   exit 0
@@ -159,6 +160,9 @@ for s in "${SCEN[@]}"; do
     rekey-two)
       REKEY_A=2 two_up 1 || ok=0
       ;;
+    trap-on-traffic)
+      START_A=trap two_up 1 || ok=0
+      ;;
   esac
   if [ $ok = 1 ]; then
     case $s in
@@ -259,6 +263,23 @@ for s in "${SCEN[@]}"; do
           done
           [ -n "$(sa_spi "$t" in)" ] || { echo "    no inbound SA left"; ok=0; }
         done
+        ;;
+      trap-on-traffic)
+        sleep 0.5
+        [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 0 ] || { echo "    A negotiated before any traffic"; ok=0; }
+        grep -m1 'trap policies installed' "$W/a.log" | sed 's/.*daemon: /    A: /'
+        r=$(pings $hA 20 198.19.1.2 198.19.2.2); echo "    ping 198.19.1.2 -> 198.19.2.2 from cold: $r/20"
+        [ "${r:-0}" -ge 15 ] || ok=0
+        grep -m1 'acquire' "$W/dpa.log" | sed 's/^/    /'
+        grep -m1 'acquire: traffic' "$W/a.log" | sed 's/.*daemon: /    A: /' | grep . || { echo "    sluiced saw no acquire"; ok=0; }
+        for _ in $(seq 50); do [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] && break; sleep 0.1; done
+        echo "    CHILD SAs installed on A: $(grep -c 'CHILD_SA installed' "$W/a.log")"
+        [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] || ok=0
+        pings $hA 2 2001:db8:1::2 2001:db8:2::2 > /dev/null # neighbour discovery on three links
+        r=$(pings $hA 10 2001:db8:1::2 2001:db8:2::2); echo "    ping 2001:db8:1::2 -> 2001:db8:2::2: $r/10"
+        [ "${r:-0}" -ge 9 ] || ok=0
+        v=$(dp_counter "$W/a/sa-table" no_sa); echo "    A's data plane: packets dropped while the tunnel came up (no_sa): $v"
+        [ "$v" -ge 1 ] || ok=0
         ;;
       two-appliances-mq)
         CLIENT=$hA

@@ -43,6 +43,9 @@ pub(crate) struct Daemon {
     /// Seconds the inbound SA of a rekeyed CHILD SA still accepts packets
     /// after the CHILD SA is deleted (packets in flight).
     pub(crate) delete_rekeyed_delay: u64,
+    /// Abstract unix datagram socket (per network namespace) on which
+    /// sluice-dp reports traffic hitting a trap policy.
+    pub(crate) acquire_socket: String,
     /// Opt-in key log directory for Wireshark (ikev2_decryption_table and
     /// esp_sa, mode 0600). Secrets: leave unset in production.
     pub(crate) keylog: Option<PathBuf>,
@@ -57,6 +60,7 @@ impl Default for Daemon {
             max_half_open: 1000,
             half_open_timeout: 30,
             delete_rekeyed_delay: 5,
+            acquire_socket: "sluice-acquire".into(),
             keylog: None,
         }
     }
@@ -71,6 +75,9 @@ pub(crate) enum StartAction {
     None,
     /// Initiate at start-up.
     Initiate,
+    /// Install the children's policies without SAs; the data plane reports
+    /// traffic that hits them (an acquire) and sluiced initiates then.
+    Trap,
 }
 
 /// One IKE peer.

@@ -66,6 +66,12 @@ struct Daemon2 {
     half_open_timeout: Duration,
     /// Inbound SAs of rekeyed CHILD SAs, deleted at these times.
     lingering: Vec<(Instant, SaHandle)>,
+    /// Trap policies (start_action = "trap"): connection of each, and the
+    /// policy for a connection's selector pair. Unbound when no CHILD SA
+    /// covers them, never removed.
+    traps: HashMap<PolicyId, usize>,
+    trap_by_sel: HashMap<(usize, Prefix, Prefix), PolicyId>,
+    acquire: Option<std::os::unix::net::UnixDatagram>,
     delete_rekeyed_delay: Duration,
     /// Responder IKE SAs in InitAnswered (counted without a scan).
     half_open: HashSet<u64>,
@@ -98,6 +104,9 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
         max_half_open: cfg.max_half_open,
         half_open_timeout: Duration::from_secs(cfg.half_open_timeout.max(1)),
         lingering: Vec::new(),
+        traps: HashMap::new(),
+        trap_by_sel: HashMap::new(),
+        acquire: None,
         delete_rekeyed_delay: Duration::from_secs(cfg.delete_rekeyed_delay),
         half_open: HashSet::new(),
         rng: OsRandom(ring::rand::SystemRandom::new()),
@@ -117,7 +126,9 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
     for id in pols {
         let _ = d.writer.remove_policy(id);
     }
-    let _ = d.writer.commit();
+    // Removing the old policies and installing the traps is one commit: no
+    // moment without a trap for the data plane to forward in the clear.
+    d.install_traps(&cfg.acquire_socket)?;
     for c in &d.conns {
         for port in [500u16, 4500] {
             let addr = SocketAddr::new(c.local, port);
@@ -199,6 +210,7 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
                 d.receive(now, local, from, &data);
             }
         }
+        d.acquires(now);
         d.timers(now);
         if idle {
             std::thread::sleep(Duration::from_millis(2));
@@ -271,6 +283,84 @@ impl Daemon2 {
             if let Err(err) = r {
                 warn!(child = %ch.name, "CREATE_CHILD_SA not sent: {err}");
             }
+        }
+    }
+
+    /// Trap policies for every connection with start_action = "trap", and
+    /// the acquire socket the data plane reports their hits on.
+    fn install_traps(&mut self, socket: &str) -> Result<(), String> {
+        let mut any = false;
+        for (ci, c) in self.conns.iter().enumerate() {
+            if c.start != StartAction::Trap {
+                continue;
+            }
+            any = true;
+            for ch in &c.ike.children {
+                for l in &ch.local_ts {
+                    for r in &ch.remote_ts {
+                        let (Some(lp), Some(rp)) = (prefix_of(l), prefix_of(r)) else {
+                            continue;
+                        };
+                        let p = self
+                            .writer
+                            .add_policy(Policy::between(lp, rp, Action::Protect))
+                            .map_err(|e| format!("trap policy: {e}"))?;
+                        self.traps.insert(p, ci);
+                        self.trap_by_sel.insert((ci, lp, rp), p);
+                    }
+                }
+            }
+            info!(conn = %c.name, "trap policies installed: initiating on traffic");
+        }
+        self.writer.commit().map_err(|e| e.to_string())?;
+        if any {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes())
+                .map_err(|e| format!("acquire socket: {e}"))?;
+            let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)
+                .map_err(|e| format!("acquire socket @{socket}: {e}"))?;
+            sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+            info!(socket = %format!("@{socket}"), "listening for acquires from the data plane");
+            self.acquire = Some(sock);
+        }
+        Ok(())
+    }
+
+    /// Acquires from the data plane: traffic hit a trap policy; initiate
+    /// its connection unless an IKE SA for it exists already.
+    fn acquires(&mut self, now: Instant) {
+        let mut buf = [0u8; 64];
+        let mut want = Vec::new();
+        if let Some(sock) = &self.acquire {
+            while let Ok(n) = sock.recv(&mut buf) {
+                let Some(id) = buf.get(..4).filter(|_| n >= 4) else {
+                    continue;
+                };
+                let pid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                if let Some(&conn) = self.traps.get(&PolicyId(pid)) {
+                    want.push((conn, pid));
+                }
+            }
+        }
+        for (conn, pid) in want {
+            if self.entries.values().any(|e| e.conn == conn) {
+                continue;
+            }
+            if let Some(c) = self.conns.get(conn) {
+                let span = info_span!("conn", name = %c.name);
+                let _g = span.enter();
+                info!("acquire: traffic on trap policy {pid}, initiating");
+            }
+            self.initiate(conn, now);
+        }
+    }
+
+    /// Removes a policy, or unbinds it if it is a trap (it stays).
+    fn drop_policy(&mut self, p: PolicyId) {
+        if self.traps.contains_key(&p) {
+            let _ = self.writer.bind_policy(p, None);
+        } else {
+            let _ = self.writer.remove_policy(p);
         }
     }
 
@@ -624,6 +714,12 @@ impl Daemon2 {
                     );
                     continue;
                 };
+                let conn = self.entries.get(&id).map_or(usize::MAX, |e| e.conn);
+                if let Some(&p) = self.trap_by_sel.get(&(conn, lp, rp)) {
+                    let _ = self.writer.bind_policy(p, Some(h_out));
+                    policies.push(p);
+                    continue;
+                }
                 match self
                     .writer
                     .add_policy(Policy::between(lp, rp, Action::Protect))
@@ -710,7 +806,7 @@ impl Daemon2 {
         // inbound half lingers (as strongSwan's delete_rekeyed_delay).
         if c.replaced {
             for p in std::mem::take(&mut c.policies) {
-                let _ = self.writer.remove_policy(p);
+                self.drop_policy(p);
             }
             let _ = self.writer.delete_sa(c.h_out);
             if let Err(err) = self.writer.commit() {
@@ -726,7 +822,7 @@ impl Daemon2 {
 
     fn remove_child(&mut self, c: Installed) {
         for p in c.policies {
-            let _ = self.writer.remove_policy(p);
+            self.drop_policy(p);
         }
         let _ = self.writer.delete_sa(c.h_out);
         let _ = self.writer.delete_sa(c.h_in);

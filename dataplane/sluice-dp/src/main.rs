@@ -34,6 +34,7 @@ struct Opts {
     no_policy: NoPolicy,
     backend: Backend,
     stats: Option<Duration>,
+    acquire: String,
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -53,6 +54,7 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         "--no-policy",
         "--backend",
         "--stats",
+        "--acquire-socket",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -97,6 +99,7 @@ fn opts(args: &[String]) -> Result<Opts, String> {
                 Backend::from_name(&b).ok_or(format!("--backend {b}: ring or rustcrypto"))?
             }
         },
+        acquire: arg(args, "--acquire-socket").unwrap_or_else(|| "sluice-acquire".into()),
         stats: match arg(args, "--stats") {
             Some(s) => Some(Duration::from_secs_f64(
                 s.parse::<f64>()
@@ -298,6 +301,13 @@ fn run(o: Opts) -> Result<(), String> {
 
     // Control loop: forwarding state, neighbour resolution, statistics.
     let probe = UdpSocket::bind("0.0.0.0:0").ok();
+    // Acquires go to sluiced's abstract socket in this network namespace.
+    let acquire_sock = std::os::unix::net::UnixDatagram::unbound().ok();
+    let acquire_addr = {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(o.acquire.as_bytes()).ok()
+    };
+    let mut acquired: HashMap<u32, Instant> = HashMap::new();
     let probe6 = UdpSocket::bind("[::]:0").ok();
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
     let mut last_stats = Instant::now();
@@ -317,6 +327,19 @@ fn run(o: Opts) -> Result<(), String> {
             let sock = if via.is_ipv4() { &probe } else { &probe6 };
             if let Some(s) = sock {
                 let _ = s.send_to(&[], SocketAddr::new(via, 9));
+            }
+        }
+        while let Some(pid) = shared.acquire.pop() {
+            if acquired
+                .get(&pid)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(1))
+            {
+                continue;
+            }
+            acquired.insert(pid, now);
+            log(format!("acquire: traffic on policy {pid} without an SA"));
+            if let (Some(s), Some(a)) = (&acquire_sock, &acquire_addr) {
+                let _ = s.send_to_addr(&pid.to_le_bytes(), a);
             }
         }
         if now.duration_since(last_dump) >= Duration::from_millis(200) {
@@ -341,6 +364,7 @@ fn run(o: Opts) -> Result<(), String> {
                 Err(e) => log(format!("netlink dump: {e}")),
             }
             asked.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
+            acquired.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
         }
         if let Some(every) = o.stats {
             if now.duration_since(last_stats) >= every {

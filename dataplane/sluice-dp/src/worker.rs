@@ -84,6 +84,9 @@ pub struct Shared {
     /// Next hops whose MAC a worker missed: the control thread asks the
     /// kernel to resolve them.
     pub resolve: ArrayQueue<IpAddr>,
+    /// Policies hit by traffic while no SA is bound (trap policies): the
+    /// control thread tells sluiced, which initiates (an acquire).
+    pub acquire: ArrayQueue<u32>,
     /// Per worker, frames handed to it as the owner of their SA.
     pub handoff: Vec<ArrayQueue<Box<Handoff>>>,
     /// Free handoff buffers.
@@ -110,6 +113,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             fib: ArcSwap::from_pointee(fib),
             resolve: ArrayQueue::new(256),
+            acquire: ArrayQueue::new(256),
             handoff: (0..workers).map(|_| ArrayQueue::new(buffers)).collect(),
             pool,
             no_policy,
@@ -646,7 +650,10 @@ impl<I: PacketIo> Worker<I> {
                 }
                 Out::Protect(h)
             }
-            Some(PolicyMatch::ProtectNoSa(_)) => Out::Drop(DropReason::NoSa),
+            Some(PolicyMatch::ProtectNoSa(p)) => {
+                let _ = self.shared.acquire.push(p.0);
+                Out::Drop(DropReason::NoSa)
+            }
             Some(PolicyMatch::Drop(_)) => Out::Drop(DropReason::PolicyDrop),
             Some(PolicyMatch::Bypass(_)) => {
                 self.event(DpEvent::Bypass, 1);

@@ -277,7 +277,16 @@ fn out_encrypted_back_decrypted_and_every_drop_counted() {
 
 #[test]
 fn unmatched_traffic_forwarded_and_unresolved_next_hops_requested() {
-    let (t, _w) = table("forward");
+    let (t, mut w) = table("forward");
+    // A trap: PROTECT with no SA bound.
+    let trap = w
+        .add_policy(Policy::between(
+            Prefix::new("198.19.2.0".parse().unwrap(), 24).unwrap(),
+            Prefix::new("198.19.8.0".parse().unwrap(), 24).unwrap(),
+            Action::Protect,
+        ))
+        .unwrap();
+    w.commit().unwrap();
     let sh = shared(1, 1500, NoPolicy::Forward);
     let (mut wk, r) = worker(&t, &sh, 0, 1);
     assert!(wk.io_mut().inject(1, &frame("198.19.1.5", 100, false)));
@@ -297,6 +306,12 @@ fn unmatched_traffic_forwarded_and_unresolved_next_hops_requested() {
         sh.resolve.pop(),
         Some("198.19.7.7".parse::<IpAddr>().unwrap())
     );
+    // Traffic on the trap is dropped and reported for an acquire.
+    assert!(wk.io_mut().inject(1, &frame("198.19.8.8", 100, false)));
+    wk.poll();
+    assert!(wk.io_mut().take_tx(0).is_empty() && wk.io_mut().take_tx(1).is_empty());
+    assert_eq!(drops(&r, 0, DropReason::NoSa), 1);
+    assert_eq!(sh.acquire.pop(), Some(trap.0));
 }
 
 #[test]
