@@ -35,6 +35,7 @@ struct Opts {
     backend: Backend,
     stats: Option<Duration>,
     acquire: String,
+    fragment: bool,
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -55,6 +56,7 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         "--backend",
         "--stats",
         "--acquire-socket",
+        "--fragment",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -100,6 +102,11 @@ fn opts(args: &[String]) -> Result<Opts, String> {
             }
         },
         acquire: arg(args, "--acquire-socket").unwrap_or_else(|| "sluice-acquire".into()),
+        fragment: match arg(args, "--fragment").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(x) => return Err(format!("--fragment {x}: on or off")),
+        },
         stats: match arg(args, "--stats") {
             Some(s) => Some(Duration::from_secs_f64(
                 s.parse::<f64>()
@@ -267,7 +274,9 @@ fn run(o: Opts) -> Result<(), String> {
         ios.first().map(|i| i.mode())
     ));
 
-    let shared = Arc::new(Shared::new(workers, fib, o.no_policy, o.backend));
+    let mut shared = Shared::new(workers, fib, o.no_policy, o.backend);
+    shared.fragment = o.fragment;
+    let shared = Arc::new(shared);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     for (w, io) in ios.into_iter().enumerate() {

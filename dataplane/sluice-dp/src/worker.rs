@@ -19,6 +19,7 @@ use crate::pkt::{self, ETH_HDR};
 use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
 use crossbeam_queue::ArrayQueue;
+use sluice_esp::wire::{checksum_add, checksum_finish};
 use sluice_esp::{
     decap_burst, encap_burst, parse_esp, Algorithm, Backend, Cipher, DecapItem, DropReason,
     EncapItem, InboundSa, OutboundSa, PacketBuf, Tunnel, UdpEncap,
@@ -37,6 +38,8 @@ use std::time::Duration;
 pub const BURST: usize = 64;
 /// Ports per worker (outside and inside queues), at most.
 pub const MAX_PORTS: usize = 4;
+/// Packets of an outbound burst after fragmentation, at most.
+pub const PLAN: usize = 2 * BURST;
 /// Largest frame a handoff buffer holds.
 pub const HANDOFF_FRAME: usize = 2048;
 
@@ -93,6 +96,9 @@ pub struct Shared {
     pub pool: ArrayQueue<Box<Handoff>>,
     /// Policy for unmatched inside traffic.
     pub no_policy: NoPolicy,
+    /// Oversize IPv4 packets without DF are fragmented before encryption
+    /// (RFC 4459 §5.1); otherwise dropped. DF and IPv6 always get ICMP.
+    pub fragment: bool,
     /// Crypto backend for the key schedules.
     pub backend: Backend,
 }
@@ -118,6 +124,7 @@ impl Shared {
             pool,
             no_policy,
             backend,
+            fragment: true,
         }
     }
 }
@@ -127,6 +134,8 @@ enum Out {
     Protect(SaHandle),
     Clear,
     TooBig(u32),
+    /// Encrypt as IPv4 fragments of at most this many bytes each.
+    Fragment(SaHandle, u32),
     Drop(DropReason),
     NotForUs,
 }
@@ -383,7 +392,7 @@ impl<I: PacketIo> Worker<I> {
     }
 
     /// Sends `out` (per port) and frees what the rings did not take.
-    fn transmit(&mut self, out: &mut [ArrayVec<Desc, BURST>]) {
+    fn transmit<const N: usize>(&mut self, out: &mut [ArrayVec<Desc, N>]) {
         for (port, list) in out.iter_mut().enumerate() {
             if list.is_empty() {
                 continue;
@@ -643,8 +652,12 @@ impl<I: PacketIo> Worker<I> {
                 let overhead = osa.headroom() + osa.tailroom();
                 let mtu = fib.route(peer_of(osa)).map_or(1500, |h| h.mtu) as usize;
                 if info.len + overhead > mtu {
+                    let room = mtu.saturating_sub(overhead) as u32;
                     if info.df {
-                        return Out::TooBig(mtu.saturating_sub(overhead) as u32);
+                        return Out::TooBig(room);
+                    }
+                    if self.shared.fragment && info.flow.src.is_ipv4() {
+                        return Out::Fragment(h, room);
                     }
                     return Out::Drop(DropReason::NoTailroom);
                 }
@@ -672,11 +685,26 @@ impl<I: PacketIo> Worker<I> {
     /// Traffic from the inside: policy lookup, then encrypt, forward in the
     /// clear or drop.
     fn outbound(&mut self, descs: &[Desc], fib: &Fib) {
-        let mut plan: ArrayVec<(Desc, SaHandle), BURST> = ArrayVec::new();
+        let mut plan: ArrayVec<(Desc, SaHandle), PLAN> = ArrayVec::new();
         let mut clear: ArrayVec<Desc, BURST> = ArrayVec::new();
         for &d in descs {
             match self.classify_outbound(d, fib) {
-                Out::Protect(h) => plan.push((d, h)),
+                Out::Protect(h) => {
+                    if plan.try_push((d, h)).is_err() {
+                        self.drop_pkt(d, DropReason::NoHeadroom);
+                    }
+                }
+                Out::Fragment(h, room) => {
+                    let frags = self.fragment(d, room);
+                    if frags.is_empty() {
+                        self.drop_pkt(d, DropReason::Malformed);
+                    }
+                    for f in frags {
+                        if plan.try_push((f, h)).is_err() {
+                            self.drop_pkt(f, DropReason::NoHeadroom);
+                        }
+                    }
+                }
                 Out::Clear => clear.push(d),
                 Out::TooBig(mtu) => self.too_big(d, mtu, fib),
                 Out::Drop(r) => self.drop_pkt(d, r),
@@ -686,7 +714,7 @@ impl<I: PacketIo> Worker<I> {
                 }
             }
         }
-        let mut out: [ArrayVec<Desc, BURST>; MAX_PORTS] = Default::default();
+        let mut out: [ArrayVec<Desc, PLAN>; MAX_PORTS] = Default::default();
         for d in clear {
             self.forward_clear(d, fib, &mut out);
         }
@@ -695,12 +723,12 @@ impl<I: PacketIo> Worker<I> {
             return;
         }
 
-        let pd: ArrayVec<Desc, BURST> = plan.iter().map(|p| p.0).collect();
-        let mut chunks: [Option<&mut [u8]>; BURST] = [const { None }; BURST];
+        let pd: ArrayVec<Desc, PLAN> = plan.iter().map(|p| p.0).collect();
+        let mut chunks: [Option<&mut [u8]>; PLAN] = [const { None }; PLAN];
         self.io.chunks_mut(&pd, &mut chunks);
-        let mut items: ArrayVec<EncapItem<'_>, BURST> = ArrayVec::new();
-        let mut kept: ArrayVec<(Desc, SaHandle), BURST> = ArrayVec::new();
-        let mut lost: ArrayVec<Desc, BURST> = ArrayVec::new();
+        let mut items: ArrayVec<EncapItem<'_>, PLAN> = ArrayVec::new();
+        let mut kept: ArrayVec<(Desc, SaHandle), PLAN> = ArrayVec::new();
+        let mut lost: ArrayVec<Desc, PLAN> = ArrayVec::new();
         let mut ev = [0u64; DpEvent::COUNT];
         for ((d, h), c) in plan.iter().zip(chunks.iter_mut()) {
             let (Some(chunk), Some(sa), Some(osa)) =
@@ -734,9 +762,9 @@ impl<I: PacketIo> Worker<I> {
         }
         encap_burst(&mut items);
 
-        let mut drops: ArrayVec<(Desc, DropReason), BURST> = ArrayVec::new();
+        let mut drops: ArrayVec<(Desc, DropReason), PLAN> = ArrayVec::new();
         let mut tally = SaTally::default();
-        let mut resolve: ArrayVec<IpAddr, BURST> = ArrayVec::new();
+        let mut resolve: ArrayVec<IpAddr, PLAN> = ArrayVec::new();
         for (it, (d, h)) in items.iter_mut().zip(kept.iter()) {
             if let Err(r) = it.result {
                 tally.add(&self.t, *h, it.result);
@@ -799,7 +827,7 @@ impl<I: PacketIo> Worker<I> {
     }
 
     /// Routes a packet in the clear (bypass / unmatched traffic).
-    fn forward_clear(&mut self, d: Desc, fib: &Fib, out: &mut [ArrayVec<Desc, BURST>]) {
+    fn forward_clear<const N: usize>(&mut self, d: Desc, fib: &Fib, out: &mut [ArrayVec<Desc, N>]) {
         let chunk = self.io.chunk_mut(d);
         let l3 = d.off as usize + ETH_HDR;
         let len = (d.len as usize).saturating_sub(ETH_HDR);
@@ -824,6 +852,73 @@ impl<I: PacketIo> Worker<I> {
             Some(list) if !list.is_full() => list.push(d),
             _ => self.io.free(&[d]),
         }
+    }
+
+    /// Splits an IPv4 packet without DF (in frame `d`) into fragments of at
+    /// most `room` bytes (RFC 791): the first stays in `d`, the others get
+    /// chunks of their own with a copy of the Ethernet and IP headers.
+    /// Empty if it cannot be split (the caller drops it).
+    fn fragment(&mut self, d: Desc, room: u32) -> ArrayVec<Desc, 8> {
+        let mut out = ArrayVec::new();
+        let l3 = d.off as usize + ETH_HDR;
+        let mut hdr = [0u8; ETH_HDR + 60];
+        let mut payload = [0u8; 4096];
+        let (ihl, total, frag0) = {
+            let chunk = self.io.chunk_mut(d);
+            let Some(ip) = chunk.get(l3..) else {
+                return out;
+            };
+            let Some(&b0) = ip.first() else { return out };
+            let ihl = usize::from(b0 & 0x0f) * 4;
+            let total = ip
+                .get(2..4)
+                .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+            if ihl < 20 || total <= ihl || total > ip.len() || total - ihl > payload.len() {
+                return out;
+            }
+            let frag0 = u16::from_be_bytes([ip[6], ip[7]]);
+            hdr[..ETH_HDR + ihl].copy_from_slice(&chunk[d.off as usize..l3 + ihl]);
+            payload[..total - ihl].copy_from_slice(&chunk[l3 + ihl..l3 + total]);
+            (ihl, total, frag0)
+        };
+        let per = (room as usize).saturating_sub(ihl) / 8 * 8;
+        let data = total - ihl;
+        if per == 0 || data.div_ceil(per) > out.capacity() {
+            return out;
+        }
+        let base_off = usize::from(frag0 & 0x1fff) * 8;
+        let last_mf = frag0 & 0x2000;
+        let mut at = 0;
+        while at < data {
+            let n = per.min(data - at);
+            let last = at + n == data;
+            let f = if at == 0 { Some(d) } else { self.io.alloc() };
+            let Some(mut f) = f else {
+                // No chunk: give back what was built, drop the packet.
+                let built: ArrayVec<Desc, 8> = out.drain(..).filter(|x| *x != d).collect();
+                self.io.free(&built);
+                return ArrayVec::new();
+            };
+            let chunk = self.io.chunk_mut(f);
+            let o = f.off as usize;
+            let Some(dst) = chunk.get_mut(o..o + ETH_HDR + ihl + n) else {
+                break;
+            };
+            dst[..ETH_HDR + ihl].copy_from_slice(&hdr[..ETH_HDR + ihl]);
+            dst[ETH_HDR + ihl..].copy_from_slice(&payload[at..at + n]);
+            let ip = &mut dst[ETH_HDR..];
+            ip[2..4].copy_from_slice(&((ihl + n) as u16).to_be_bytes());
+            let off = ((base_off + at) / 8) as u16;
+            let mf = if last { last_mf } else { 0x2000 };
+            ip[6..8].copy_from_slice(&(off | mf | (frag0 & 0x4000)).to_be_bytes());
+            ip[10..12].fill(0);
+            let c = checksum_finish(checksum_add(0, &ip[..ihl]));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            f.len = (ETH_HDR + ihl + n) as u32;
+            out.push(f);
+            at += n;
+        }
+        out
     }
 
     /// Answers an oversize packet with ICMP "fragmentation needed" /

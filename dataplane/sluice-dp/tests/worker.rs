@@ -345,3 +345,46 @@ fn frames_for_an_sa_owned_by_another_worker_are_handed_over() {
     assert!(w0.io_mut().take_tx(1).is_empty());
     assert_eq!(drops(&r, 0, DropReason::Replay), 1);
 }
+
+/// An oversize IPv4 packet without DF is fragmented before encryption
+/// (RFC 4459 §5.1): two ESP packets that each fit the link, which decrypt
+/// to two fragments carrying the original payload.
+#[test]
+fn oversize_without_df_is_fragmented_before_encryption() {
+    let (t, _w) = table("frag");
+    let sh = shared(1, 1500, NoPolicy::Drop);
+    let (mut wk, r) = worker(&t, &sh, 0, 1);
+    let free0 = wk.io_mut().free_chunks();
+    let big = frame("198.19.1.5", 1480, false);
+    assert!(wk.io_mut().inject(1, &big));
+    wk.poll();
+    let esp = wk.io_mut().take_tx(0);
+    assert_eq!(esp.len(), 2, "two ESP packets");
+    for e in &esp {
+        assert!(e.len() - 14 <= 1500, "each fits the MTU: {}", e.len() - 14);
+    }
+    for e in &esp {
+        assert!(wk.io_mut().inject(0, e));
+    }
+    wk.poll();
+    let frags = wk.io_mut().take_tx(1);
+    assert_eq!(frags.len(), 2);
+    let field = |f: &Vec<u8>| u16::from_be_bytes([f[14 + 6], f[14 + 7]]);
+    assert_eq!(field(&frags[0]) & 0x2000, 0x2000, "first has MF");
+    assert_eq!(field(&frags[0]) & 0x1fff, 0);
+    assert_eq!(field(&frags[1]) & 0x2000, 0, "last has no MF");
+    let off = usize::from(field(&frags[1]) & 0x1fff) * 8;
+    assert_eq!(off, frags[0].len() - 14 - 20);
+    let mut payload = frags[0][34..].to_vec();
+    payload.extend_from_slice(&frags[1][34..]);
+    assert_eq!(payload, big[34..], "payload reassembles");
+    for f in &frags {
+        assert_eq!(
+            checksum_finish(checksum_add(0, &f[14..34])),
+            0,
+            "header checksum"
+        );
+    }
+    assert_eq!(drops(&r, 0, DropReason::NoTailroom), 0);
+    assert_eq!(wk.io_mut().free_chunks(), free0);
+}
