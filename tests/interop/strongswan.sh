@@ -31,9 +31,10 @@ declare -A WHAT=(
   [policy-two-children]="policy-based, two subnet pairs: sluiced initiates both children (IKE_AUTH + CREATE_CHILD_SA)"
   [route-based]="route-based: one child for 0.0.0.0/0 and ::/0 both ways, strongSwan initiates"
   [psk-dn-ids]="IDs of type DER_ASN1_DN on both sides (C=CH, O=Sluice Interop, CN=...), strongSwan initiates"
+  [cookie-by-sluiced]="sluiced demands a COOKIE (cookie_threshold = 0): strongSwan retries IKE_SA_INIT with it and the tunnel comes up"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids cookie-by-sluiced keylog-tshark)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -66,6 +67,7 @@ config() { # extra TOML lines for the connection
 [daemon]
 sa_table = "$W/sa-table"
 keylog = "$W/keylog"
+${DAEMON_EXTRA:-}
 
 [[connection]]
 name = "site-a"
@@ -137,8 +139,9 @@ for s in "${SCEN[@]}"; do
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
   fi
   case $s in
-    psk-sw-initiates|invalid-ke|esp-*|ike-*|keylog-tshark)
+    psk-sw-initiates|invalid-ke|esp-*|ike-*|keylog-tshark|cookie-by-sluiced)
       if [ $s = invalid-ke ]; then SLUICE_IKE=aes128-sha256-ecp256 config
+      elif [ $s = cookie-by-sluiced ]; then DAEMON_EXTRA='cookie_threshold = 0' config
       elif [ -n "${IKE_SCEN[$s]:-}" ]; then SLUICE_IKE=$ike_env config
       elif [ -n "$esp_env" ]; then ESP_PROPOSALS=$esp_env config
       else config; fi
@@ -149,6 +152,10 @@ for s in "${SCEN[@]}"; do
       if [ -n "${IKE_SCEN[$s]:-}" ]; then
         want=${IKE_SCEN[$s]#*|}
         "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 -o "$want" | sed 's/^/    strongSwan: /' | grep . || { echo "IKE SA not on $want"; ok=0; }
+      fi
+      if [ $s = cookie-by-sluiced ]; then
+        grep -m1 'received N(COOKIE)' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . ||
+          grep -m1 -i 'cookie' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan saw no COOKIE"; ok=0; }
       fi
       if [ $s = keylog-tshark ]; then
         "$PAIR" capture-stop 2>/dev/null

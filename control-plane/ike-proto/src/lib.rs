@@ -21,6 +21,7 @@ pub mod config;
 pub mod keylog;
 pub mod sa;
 
+pub mod cookie;
 pub mod dn;
 pub use config::{ChildConfig, Config, EspProposal, Identity, IkeProposal, Retransmit, Selector};
 pub use sa::{nat_hash, IkeSa, Role, State};

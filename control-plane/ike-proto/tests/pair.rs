@@ -966,3 +966,56 @@ fn child_sa_rekeyed_from_both_sides() {
     );
     assert_eq!(p.i.state(), State::Established);
 }
+
+/// A responder under load answers IKE_SA_INIT with a stateless COOKIE
+/// (RFC 7296 §2.6); the initiator comes back with it, first payload, and
+/// the exchange completes. A forged or replayed-from-elsewhere cookie gets
+/// another challenge.
+#[test]
+fn cookie_challenge_then_the_exchange_completes() {
+    use ike_proto::cookie::{check, Check, CookieJar};
+    let mut p = psk_pair();
+    let jar = CookieJar::new(p.now, Duration::from_secs(60), &mut p.rng);
+    let from: SocketAddr = I_ADDR.parse().unwrap();
+    let first = p.i.poll_transmit().unwrap();
+    let m = ike_wire::Message::parse(&first.data).unwrap();
+    let Check::Challenge(reply) = check(&jar, &m, from.ip()) else {
+        panic!("no challenge for a request without a cookie");
+    };
+    // The same request from another address is challenged, not accepted.
+    assert!(matches!(
+        check(&jar, &m, "198.18.9.9".parse().unwrap()),
+        Check::Challenge(_)
+    ));
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &reply, &mut p.rng);
+    let retry = p.i.poll_transmit().unwrap();
+    let rm = ike_wire::Message::parse(&retry.data).unwrap();
+    assert!(
+        matches!(&rm.payloads[0].body, ike_wire::Body::Notify { ntype, .. } if *ntype == ike_wire::NotifyType::COOKIE),
+        "COOKIE is the first payload"
+    );
+    assert_eq!(check(&jar, &rm, from.ip()), Check::Valid);
+    assert!(
+        matches!(
+            check(&jar, &rm, "198.18.9.9".parse().unwrap()),
+            Check::Challenge(_)
+        ),
+        "a cookie is bound to the address it was sent to"
+    );
+    // Now the responder accepts it and the pair completes.
+    let sa = IkeSa::accept(
+        p.r_cfg.clone(),
+        R_ADDR.parse().unwrap(),
+        from,
+        p.now,
+        &retry.data,
+        &mut p.rng,
+    )
+    .unwrap();
+    p.r = Some(sa);
+    p.drain();
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.assert_established();
+}

@@ -37,6 +37,13 @@ pub(crate) struct Daemon {
     pub(crate) policy_capacity: u32,
     /// Responder IKE SAs waiting for IKE_AUTH, at most (more are dropped).
     pub(crate) max_half_open: usize,
+    /// Half-open IKE SAs from one address, at most.
+    pub(crate) max_half_open_per_source: usize,
+    /// Half-open IKE SAs from which IKE_SA_INIT gets a COOKIE challenge
+    /// (RFC 7296 §2.6) before any state is kept; 0 = always.
+    pub(crate) cookie_threshold: usize,
+    /// Seconds between cookie secret rotations.
+    pub(crate) cookie_rotate: u64,
     /// Seconds a half-open responder IKE SA may wait for IKE_AUTH before it
     /// is dropped (its slot freed).
     pub(crate) half_open_timeout: u64,
@@ -58,6 +65,9 @@ impl Default for Daemon {
             sa_capacity: 8192,
             policy_capacity: 4096,
             max_half_open: 1000,
+            max_half_open_per_source: 20,
+            cookie_threshold: 30,
+            cookie_rotate: 120,
             half_open_timeout: 30,
             delete_rekeyed_delay: 5,
             acquire_socket: "sluice-acquire".into(),

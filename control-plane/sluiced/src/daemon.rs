@@ -45,6 +45,16 @@ struct Installed {
     replaced: bool,
 }
 
+/// What the IKE_SA_INIT defences turned away, logged every 10 s.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct DosStats {
+    unknown_peer: u64,
+    half_open_full: u64,
+    per_source_full: u64,
+    cookies_sent: u64,
+    cookies_valid: u64,
+}
+
 struct Entry {
     conn: usize,
     sa: IkeSa,
@@ -63,6 +73,11 @@ struct Daemon2 {
     writer: Writer,
     keylog: Option<std::path::PathBuf>,
     max_half_open: usize,
+    max_half_open_per_source: usize,
+    cookie_threshold: usize,
+    cookies: ike_proto::cookie::CookieJar,
+    dos: DosStats,
+    dos_logged: Instant,
     half_open_timeout: Duration,
     /// Inbound SAs of rekeyed CHILD SAs, deleted at these times.
     lingering: Vec<(Instant, SaHandle)>,
@@ -102,6 +117,18 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
         writer,
         keylog: cfg.keylog.clone(),
         max_half_open: cfg.max_half_open,
+        max_half_open_per_source: cfg.max_half_open_per_source.max(1),
+        cookie_threshold: cfg.cookie_threshold,
+        cookies: {
+            let mut rng = OsRandom(ring::rand::SystemRandom::new());
+            ike_proto::cookie::CookieJar::new(
+                Instant::now(),
+                Duration::from_secs(cfg.cookie_rotate.max(1)),
+                &mut rng,
+            )
+        },
+        dos: DosStats::default(),
+        dos_logged: Instant::now(),
         half_open_timeout: Duration::from_secs(cfg.half_open_timeout.max(1)),
         lingering: Vec::new(),
         traps: HashMap::new(),
@@ -183,6 +210,7 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
                 for (_, h) in std::mem::take(&mut d.lingering) {
                     let _ = d.writer.delete_sa(h);
                 }
+                d.log_dos(now);
                 info!("stopped");
                 return Ok(());
             }
@@ -355,6 +383,24 @@ impl Daemon2 {
         }
     }
 
+    /// Logs (and resets) what the IKE_SA_INIT defences turned away.
+    fn log_dos(&mut self, now: Instant) {
+        let since = now.duration_since(self.dos_logged).as_secs();
+        self.dos_logged = now;
+        let d = std::mem::take(&mut self.dos);
+        if d != DosStats::default() {
+            warn!(
+                unknown_peer = d.unknown_peer,
+                half_open_full = d.half_open_full,
+                per_source_full = d.per_source_full,
+                cookies_sent = d.cookies_sent,
+                cookies_valid = d.cookies_valid,
+                half_open = self.half_open.len(),
+                "IKE_SA_INIT defences in the last {since} s"
+            );
+        }
+    }
+
     /// Removes a policy, or unbinds it if it is a trap (it stays).
     fn drop_policy(&mut self, p: PolicyId) {
         if self.traps.contains_key(&p) {
@@ -434,13 +480,48 @@ impl Daemon2 {
             .iter()
             .position(|c| c.remote == from.ip() && c.local == local.ip())
         else {
-            info!(%from, "IKE_SA_INIT from an unknown peer: dropped");
+            // Per packet only at debug: a flood must not flood the log.
+            debug!(%from, "IKE_SA_INIT from an unknown peer: dropped");
+            self.dos.unknown_peer += 1;
             return;
         };
         let half_open = self.half_open.len();
         if half_open >= self.max_half_open {
-            warn!(%from, half_open, "too many half-open IKE SAs: IKE_SA_INIT dropped");
+            debug!(%from, half_open, "too many half-open IKE SAs: IKE_SA_INIT dropped");
+            self.dos.half_open_full += 1;
             return;
+        }
+        let from_source = self
+            .half_open
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .filter(|e| e.sa.addresses().1.ip() == from.ip())
+            .count();
+        if from_source >= self.max_half_open_per_source {
+            debug!(%from, from_source, "too many half-open IKE SAs from this address");
+            self.dos.per_source_full += 1;
+            return;
+        }
+        if half_open >= self.cookie_threshold {
+            // RFC 7296 §2.6: under load, only initiators that can receive
+            // at their address get state.
+            self.cookies.rotate_if_due(now, &mut self.rng);
+            match ike_proto::cookie::check(&self.cookies, &m, from.ip()) {
+                ike_proto::cookie::Check::Valid => self.dos.cookies_valid += 1,
+                ike_proto::cookie::Check::Challenge(reply) => {
+                    self.dos.cookies_sent += 1;
+                    if let Some(sock) = self.sockets.get(&local) {
+                        let mut bytes = Vec::with_capacity(reply.len() + 4);
+                        if local.port() == 4500 {
+                            bytes.extend_from_slice(&[0; 4]);
+                        }
+                        bytes.extend_from_slice(&reply);
+                        let _ = sock.send_to(&bytes, from);
+                    }
+                    return;
+                }
+                ike_proto::cookie::Check::Invalid => return,
+            }
         }
         let span = info_span!("conn", name = %self.conns[conn].name);
         let _g = span.enter();
@@ -462,6 +543,10 @@ impl Daemon2 {
     }
 
     fn timers(&mut self, now: Instant) {
+        if now.duration_since(self.dos_logged) >= Duration::from_secs(10) {
+            self.log_dos(now);
+        }
+
         if self.lingering.iter().any(|(t, _)| *t <= now) {
             let (due, keep): (Vec<_>, Vec<_>) =
                 self.lingering.drain(..).partition(|(t, _)| *t <= now);
