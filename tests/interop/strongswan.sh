@@ -31,10 +31,12 @@ declare -A WHAT=(
   [policy-two-children]="policy-based, two subnet pairs: sluiced initiates both children (IKE_AUTH + CREATE_CHILD_SA)"
   [route-based]="route-based: one child for 0.0.0.0/0 and ::/0 both ways, strongSwan initiates"
   [psk-dn-ids]="IDs of type DER_ASN1_DN on both sides (C=CH, O=Sluice Interop, CN=...), strongSwan initiates"
+  [rekey-ike-both]="IKE SA rekeyed by strongSwan (swanctl --rekey --ike) and then by sluiced (ike_rekey_time = 4): new IKE SPIs, CHILD SA kept, SIGTERM still deletes cleanly"
+  [rekey-child-both]="CHILD SA rekeyed by strongSwan (swanctl --rekey --child) and by sluiced (rekey_time = 4): new SPIs and keys equal on both sides"
   [cookie-by-sluiced]="sluiced demands a COOKIE (cookie_threshold = 0): strongSwan retries IKE_SA_INIT with it and the tunnel comes up"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids cookie-by-sluiced keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both cookie-by-sluiced keylog-tshark)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -201,6 +203,57 @@ for s in "${SCEN[@]}"; do
       wait_log 'CHILD_SA installed' 5 || ok=0
       check_match 1 || ok=0
       "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 "remote 'C=CH, O=Sluice Interop, CN=b.psw.test'" | sed 's/^ */    strongSwan: /' | grep . || { echo "strongSwan did not see sluiced's DN"; ok=0; }
+      ;;
+    rekey-ike-both)
+      config 'ike_rekey_time = 4'
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      child=$(table_spi in)
+      # "psw: #2, ESTABLISHED, IKEv2, <spi>_i* <spi>_r" (* marks the initiator)
+      ike_spis() { "$PAIR" sw A --list-sas 2>/dev/null | grep -o '[0-9a-f]\{16\}_i[*]\? [0-9a-f]\{16\}_r[*]\?' | head -1; }
+      s0=$(ike_spis)
+      timeout 10 "$PAIR" sw A --rekey --ike psw > /dev/null 2>&1 || { echo "swanctl --rekey --ike failed"; ok=0; }
+      wait_log 'IKE_SA rekeyed' 5 || ok=0
+      sleep 0.3
+      s1=$(ike_spis)
+      echo "    strongSwan rekeyed: IKE SPIs $s0 -> $s1"
+      [ -n "$s1" ] && [ "$s1" != "$s0" ] || { echo "strongSwan's IKE SA did not change"; ok=0; }
+      for _ in $(seq 80); do [ "$(grep -c 'IKE_SA rekeyed: now' "$W/log")" -ge 2 ] && break; sleep 0.1; done
+      s2=$(ike_spis)
+      echo "    sluiced rekeyed: IKE SPIs $s1 -> $s2"
+      grep -c 'rekeying the IKE_SA (lifetime)' "$W/log" | grep -q '^[1-9]' || { echo "sluiced did not rekey"; ok=0; }
+      [ -n "$s2" ] && [ "$s2" != "$s1" ] || { echo "no second rekey seen by strongSwan"; ok=0; }
+      [ "$(table_spi in)" = "$child" ] || { echo "CHILD SA changed: $child -> $(table_spi in)"; ok=0; }
+      check_match 1 || ok=0
+      kill -TERM "$SLPID"; wait "$SLPID"; SLPID=""
+      sleep 0.3
+      [ -z "$("$PAIR" sw A --list-sas 2>/dev/null | grep psw)" ] || { echo "strongSwan still has an IKE SA after SIGTERM"; ok=0; }
+      ;;
+    rekey-child-both)
+      config 'rekey_time = 4'
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      c0=$(table_spi in)
+      timeout 10 "$PAIR" sw A --rekey --child net > /dev/null 2>&1 || { echo "swanctl --rekey --child failed"; ok=0; }
+      wait_log 'CHILD_SA rekeyed' 5 || ok=0
+      sleep 0.5
+      c1=$(table_spi in)
+      echo "    strongSwan rekeyed the CHILD SA: inbound SPI $c0 -> $c1"
+      for _ in $(seq 60); do [ "$(grep -c 'rekeying CHILD_SA' "$W/log")" -ge 1 ] && [ "$(grep -c 'CHILD_SA rekeyed' "$W/log")" -ge 2 ] && break; sleep 0.1; done
+      c2=$(table_spi in)
+      echo "    sluiced rekeyed the CHILD SA: inbound SPIs $c1 -> $c2 (rekeyed ones linger 5 s)"
+      [ "$c0" != "$c1" ] && [ "$c1" != "$c2" ] || ok=0
+      out=$(table_spi out | tr -d ' ')
+      echo "    sluiced sends on $out; strongSwan receives on: $(sw_spis in)"
+      grep -qw "$out" <<< "$(sw_spis in)" || { echo "strongSwan has no inbound SA $out"; ok=0; }
+      "$PAIR" keys /dev/null > /dev/null 2>&1
+      if [ "$(keys_of "$SWAN_STATE/keys/esp_sa")" = "$(keys_of "$W/keylog/esp_sa")" ]; then
+        echo "    every ESP SA's keys equal strongSwan's ($(keys_of "$W/keylog/esp_sa" | wc -l) SAs)"
+      else
+        echo "ESP keys differ"; ok=0
+      fi
       ;;
     policy-two-children)
       config 'start_action = "initiate"'

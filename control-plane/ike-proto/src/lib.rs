@@ -171,6 +171,10 @@ pub enum Event {
     /// A datagram was dropped without changing state (malformed,
     /// unauthenticated, out of window).
     Dropped(String),
+    /// This IKE SA was rekeyed (RFC 7296 §2.18): the new one, holding the
+    /// CHILD SAs, takes over (its SPIs route the peer's messages); this one
+    /// only exchanges its own Delete before reporting [`Event::Deleted`].
+    IkeRekeyed(Box<IkeSa>),
 }
 
 /// Why processing failed.

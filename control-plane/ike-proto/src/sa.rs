@@ -6,7 +6,8 @@ use crate::config::{Config, EspProposal, Selector};
 use crate::{ChildSa, Error, Event, Random, Transmit};
 use ike_crypto::ke::{DhGroup, KeyExchange};
 use ike_crypto::keys::{
-    auth_matches, child_keys, ike_keys, psk_auth, signed_octets, skeyseed, IkeKeyLengths, IkeKeys,
+    auth_matches, child_keys, ike_keys, psk_auth, signed_octets, skeyseed, skeyseed_rekey,
+    IkeKeyLengths, IkeKeys,
 };
 use ike_crypto::sk::{Integ, SkKeys, Suite};
 use ike_wire::message::{FLAG_INITIATOR, FLAG_RESPONSE, HEADER_LEN};
@@ -36,6 +37,9 @@ pub enum State {
     AuthSent,
     /// Authenticated, first CHILD SA installed.
     Established,
+    /// Rekeyed (RFC 7296 §2.18): its CHILD SAs moved to the new IKE SA;
+    /// only the Delete of this one remains to be exchanged.
+    Rekeyed,
     /// Failed or dead: the owner removes it.
     Closed,
 }
@@ -51,6 +55,15 @@ enum Op {
     Liveness,
     /// CREATE_CHILD_SA for an additional CHILD SA (index into `child_reqs`).
     CreateChild(usize),
+    /// CREATE_CHILD_SA rekeying this IKE SA (RFC 7296 §2.18).
+    RekeyIke,
+}
+
+/// Our half of an IKE SA rekey we started.
+struct IkeRekey {
+    spi: u64,
+    nonce: Vec<u8>,
+    ke: KeyExchange,
 }
 
 /// An additional CHILD SA we asked for.
@@ -105,6 +118,7 @@ pub struct IkeSa {
     /// CREATE_CHILD_SA requests of ours (queued or outstanding).
     child_reqs: Vec<Option<ChildRequest>>,
     pending: Option<Pending>,
+    ike_rekey: Option<IkeRekey>,
     last_response: Option<(u32, Vec<u8>)>,
     /// SHA-256 of the request `last_response` answered: only that exact
     /// datagram is a retransmission (a forged one with the same message ID
@@ -252,6 +266,7 @@ impl IkeSa {
             child_ts: Vec::new(),
             child_reqs: Vec::new(),
             pending: None,
+            ike_rekey: None,
             last_response: None,
             last_request: None,
             local,
@@ -592,14 +607,18 @@ impl IkeSa {
     }
 
     fn derive(&mut self, g_ir: &[u8]) -> Result<(), Error> {
+        let seed = skeyseed(self.cfg.ike.prf, &self.ni, &self.nr, g_ir);
+        self.derive_from(&seed)
+    }
+
+    fn derive_from(&mut self, seed: &[u8]) -> Result<(), Error> {
         let p = &self.cfg.ike;
-        let seed = skeyseed(p.prf, &self.ni, &self.nr, g_ir);
         let lens = IkeKeyLengths {
             integ: p.suite.integ_key_len(),
             encr: p.suite.encr_key_len(),
         };
         let k = ike_keys(
-            p.prf, &seed, &self.ni, &self.nr, self.spi_i, self.spi_r, lens,
+            p.prf, seed, &self.ni, &self.nr, self.spi_i, self.spi_r, lens,
         )
         .ok_or(Error::State("prf+ too long"))?;
         let (ine, ina, oute, outa) = match self.role {
@@ -938,7 +957,7 @@ impl IkeSa {
                     self.on_init_response(now, from, datagram, &m, rng)
                 }
                 (State::AuthSent, ExchangeType::IKE_AUTH) => self.on_auth_response(datagram, &m),
-                (State::Established, ExchangeType::INFORMATIONAL) => {
+                (State::Established | State::Rekeyed, ExchangeType::INFORMATIONAL) => {
                     self.on_info_response(now, datagram, &m, rng)
                 }
                 (State::Established, ExchangeType::CREATE_CHILD_SA) => {
@@ -970,7 +989,7 @@ impl IkeSa {
                 (State::InitAnswered, ExchangeType::IKE_AUTH) => {
                     self.on_auth_request(from, datagram, &m, rng)
                 }
-                (State::Established, ExchangeType::INFORMATIONAL) => {
+                (State::Established | State::Rekeyed, ExchangeType::INFORMATIONAL) => {
                     self.on_info_request(datagram, &m, rng)
                 }
                 (State::Established, ExchangeType::CREATE_CHILD_SA) => {
@@ -1192,7 +1211,8 @@ impl IkeSa {
 
     /// Queues an INFORMATIONAL request; sent when the window is free.
     fn queue(&mut self, now: Instant, op: Op, rng: &mut dyn Random) -> Result<(), Error> {
-        if self.state != State::Established {
+        let rekeyed_delete = self.state == State::Rekeyed && op == Op::DeleteIke;
+        if self.state != State::Established && !rekeyed_delete {
             return Err(Error::State("IKE SA not established"));
         }
         self.ops.push_back(op);
@@ -1200,8 +1220,12 @@ impl IkeSa {
     }
 
     fn start_next_op(&mut self, now: Instant, rng: &mut dyn Random) -> Result<(), Error> {
-        if self.pending.is_some() || self.state != State::Established {
+        if self.pending.is_some() || !matches!(self.state, State::Established | State::Rekeyed) {
             return Ok(());
+        }
+        if self.state == State::Rekeyed {
+            // Only the delete of the old IKE SA goes out on it.
+            self.ops.retain(|o| *o == Op::DeleteIke);
         }
         let Some(op) = self.ops.pop_front() else {
             return Ok(());
@@ -1224,6 +1248,30 @@ impl IkeSa {
                 },
             )],
             Op::Liveness => vec![],
+            Op::RekeyIke => {
+                let ke = KeyExchange::new(self.dh).map_err(Error::Crypto)?;
+                let spi = random_u64(rng);
+                let nonce = random_vec(rng, 32);
+                let mut sa = self.ike_sa_payload(&[self.dh]);
+                if let Body::Sa(props) = &mut sa.body {
+                    for p in props.iter_mut() {
+                        p.spi = spi.to_be_bytes().to_vec();
+                    }
+                }
+                let v = vec![
+                    sa,
+                    Payload::new(PayloadType::NONCE, Body::Nonce(nonce.clone())),
+                    Payload::new(
+                        PayloadType::KE,
+                        Body::Ke {
+                            group: ike_wire::DhGroup(self.dh.id()),
+                            data: ke.public().to_vec(),
+                        },
+                    ),
+                ];
+                self.ike_rekey = Some(IkeRekey { spi, nonce, ke });
+                v
+            }
             Op::CreateChild(i) => {
                 let Some(Some(r)) = self.child_reqs.get(i) else {
                     return Err(Error::State("no such CHILD SA request"));
@@ -1250,7 +1298,7 @@ impl IkeSa {
             }
         };
         let id = self.my_msg_id;
-        let exchange = if matches!(op, Op::CreateChild(_)) {
+        let exchange = if matches!(op, Op::CreateChild(_) | Op::RekeyIke) {
             ExchangeType::CREATE_CHILD_SA
         } else {
             ExchangeType::INFORMATIONAL
@@ -1334,6 +1382,49 @@ impl IkeSa {
         Ok(new)
     }
 
+    /// Rekeys this IKE SA (RFC 7296 §2.18): a CREATE_CHILD_SA with a new
+    /// SPI, nonce and key exchange. When answered, [`Event::IkeRekeyed`]
+    /// carries the new IKE SA (with the CHILD SAs moved to it) and this one
+    /// is deleted.
+    pub fn rekey_ike(&mut self, now: Instant, rng: &mut dyn Random) -> Result<(), Error> {
+        self.queue(now, Op::RekeyIke, rng)
+    }
+
+    /// The IKE SA that replaces this one after a rekey: same peer and
+    /// configuration, new SPIs, nonces and keys from SKEYSEED = prf(SK_d
+    /// (old), g^ir (new) | Ni | Nr), message IDs from 0, our CHILD SAs.
+    #[allow(clippy::too_many_arguments)]
+    fn successor(
+        &mut self,
+        role: Role,
+        spi_i: u64,
+        spi_r: u64,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        g_ir: &[u8],
+        rng: &mut dyn Random,
+    ) -> Result<IkeSa, Error> {
+        let old = self.keys.as_ref().ok_or(Error::State("no keys"))?;
+        let seed = skeyseed_rekey(self.cfg.ike.prf, &old.sk_d, g_ir, &ni, &nr);
+        let mut n = IkeSa::new(self.cfg.clone(), role, self.local, self.remote, rng);
+        n.state = State::Established;
+        n.dh = self.dh;
+        n.spi_i = spi_i;
+        n.spi_r = spi_r;
+        n.ni = ni;
+        n.nr = nr;
+        n.nat_detected = self.nat_detected;
+        n.derive_from(&seed)?;
+        n.children = std::mem::take(&mut self.children);
+        n.child_ts = std::mem::take(&mut self.child_ts);
+        self.state = State::Rekeyed;
+        n.events.push_back(Event::Log(format!(
+            "IKE_SA rekeyed: SPIs {:016x}_i {:016x}_r replaced by {spi_i:016x}_i {spi_r:016x}_r",
+            self.spi_i, self.spi_r
+        )));
+        Ok(n)
+    }
+
     /// Sends a liveness check (an empty INFORMATIONAL request, RFC 7296
     /// §2.4): answered, it reports [`Event::Alive`]; unanswered after the
     /// retransmissions, [`Event::PeerDead`].
@@ -1377,7 +1468,7 @@ impl IkeSa {
                 }
             }
             Some(Op::Liveness) => self.events.push_back(Event::Alive),
-            Some(Op::CreateChild(_)) | None => {}
+            Some(Op::CreateChild(_) | Op::RekeyIke) | None => {}
         }
         self.start_next_op(now, rng)
     }
@@ -1391,6 +1482,9 @@ impl IkeSa {
     ) -> Result<(), Error> {
         let inner = self.unprotect(datagram, m)?;
         let op = self.pending.take().and_then(|p| p.op);
+        if op == Some(Op::RekeyIke) {
+            return self.on_ike_rekey_response(now, &inner, rng);
+        }
         let Some(Op::CreateChild(i)) = op else {
             return Err(Error::Unexpected(
                 "CREATE_CHILD_SA response to another request",
@@ -1458,6 +1552,13 @@ impl IkeSa {
             });
             Ok(())
         };
+        // An SA payload proposing protocol IKE rekeys this IKE SA (§2.18).
+        let ike_rekey = inner.iter().any(|p| {
+            matches!(&p.body, Body::Sa(props) if props.iter().any(|x| x.protocol == ProtocolId::IKE))
+        });
+        if ike_rekey {
+            return self.on_ike_rekey_request(msg_id, &inner, rng);
+        }
         // A rekey (RFC 7296 §2.8) names the CHILD SA by the SPI the
         // initiator receives on, our outbound SPI. PFS (a KE payload) is not
         // offered by us and refused for now.
@@ -1511,6 +1612,139 @@ impl IkeSa {
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
         self.install_child(spi_in, spi_out, &ni, &nr, false, esp, tsr, tsi, rekeys)
+    }
+
+    /// The peer rekeys this IKE SA: answer with our new SPI, nonce and KE
+    /// (protected with the old keys), then hand the new IKE SA over.
+    fn on_ike_rekey_request(
+        &mut self,
+        msg_id: u32,
+        inner: &[Payload],
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let refuse = |sa: &mut IkeSa, n: NotifyType, data: Vec<u8>, rng: &mut dyn Random| {
+            let bytes = sa.protect(
+                ExchangeType::CREATE_CHILD_SA,
+                true,
+                msg_id,
+                &[notify(n, data)],
+                rng,
+            )?;
+            sa.send_response(msg_id, bytes);
+            sa.events.push_back(Event::Failed {
+                reason: format!("refused the IKE SA rekey with {n}"),
+                notify: Some(n),
+            });
+            Ok(())
+        };
+        let mut chosen = None;
+        let mut peer_ke = None;
+        let mut ni = None;
+        for p in inner {
+            match &p.body {
+                Body::Sa(props) => {
+                    chosen = props.iter().find_map(|pr| {
+                        let spi = <[u8; 8]>::try_from(pr.spi.as_slice()).ok()?;
+                        Some((self.ike_proposal_group(pr)?, u64::from_be_bytes(spi)))
+                    })
+                }
+                Body::Ke { group, data } => peer_ke = Some((group.0, data.clone())),
+                Body::Nonce(n) => ni = Some(n.clone()),
+                _ => {}
+            }
+        }
+        let Some((group, spi_i)) = chosen else {
+            return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, vec![], rng);
+        };
+        let (Some((g, peer_pub)), Some(ni)) = (peer_ke, ni) else {
+            return Err(Error::Unexpected("IKE SA rekey without KE or nonce"));
+        };
+        if g != group.id() {
+            return refuse(
+                self,
+                NotifyType::INVALID_KE_PAYLOAD,
+                group.id().to_be_bytes().to_vec(),
+                rng,
+            );
+        }
+        let ke = KeyExchange::new(group).map_err(Error::Crypto)?;
+        let our_pub = ke.public().to_vec();
+        let g_ir = ke.agree(&peer_pub).map_err(Error::Crypto)?;
+        let spi_r = random_u64(rng);
+        let nr = random_vec(rng, 32);
+        let mut sa = self.ike_sa_payload(&[group]);
+        if let Body::Sa(props) = &mut sa.body {
+            for p in props.iter_mut() {
+                p.spi = spi_r.to_be_bytes().to_vec();
+            }
+        }
+        let out = vec![
+            sa,
+            Payload::new(PayloadType::NONCE, Body::Nonce(nr.clone())),
+            Payload::new(
+                PayloadType::KE,
+                Body::Ke {
+                    group: ike_wire::DhGroup(group.id()),
+                    data: our_pub,
+                },
+            ),
+        ];
+        let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
+        self.send_response(msg_id, bytes);
+        // The new IKE SA's initiator is the rekey's initiator (§2.18).
+        let mut next = self.successor(Role::Responder, spi_i, spi_r, ni, nr, &g_ir, rng)?;
+        next.dh = group;
+        self.events.push_back(Event::IkeRekeyed(Box::new(next)));
+        Ok(())
+    }
+
+    fn on_ike_rekey_response(
+        &mut self,
+        now: Instant,
+        inner: &[Payload],
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let ours = self
+            .ike_rekey
+            .take()
+            .ok_or(Error::State("no IKE SA rekey outstanding"))?;
+        if let Some(n) = first_error_notify(inner) {
+            self.events.push_back(Event::Failed {
+                reason: format!("IKE SA rekey refused: {n}"),
+                notify: Some(n),
+            });
+            return self.start_next_op(now, rng);
+        }
+        let mut spi_r = None;
+        let mut peer_pub = None;
+        let mut nr = None;
+        for p in inner {
+            match &p.body {
+                Body::Sa(props) => {
+                    spi_r = props.iter().find_map(|pr| {
+                        self.ike_proposal_group(pr)?;
+                        <[u8; 8]>::try_from(pr.spi.as_slice())
+                            .ok()
+                            .map(u64::from_be_bytes)
+                    })
+                }
+                Body::Ke { group, data } if group.0 == self.dh.id() => {
+                    peer_pub = Some(data.clone())
+                }
+                Body::Nonce(n) => nr = Some(n.clone()),
+                _ => {}
+            }
+        }
+        let (Some(spi_r), Some(peer_pub), Some(nr)) = (spi_r, peer_pub, nr) else {
+            return Err(Error::Unexpected("IKE SA rekey response incomplete"));
+        };
+        let g_ir = ours.ke.agree(&peer_pub).map_err(Error::Crypto)?;
+        let next = self.successor(Role::Initiator, ours.spi, spi_r, ours.nonce, nr, &g_ir, rng)?;
+        self.events.push_back(Event::IkeRekeyed(Box::new(next)));
+        // The rekey's initiator deletes the old IKE SA (§2.18).
+        self.ops.retain(|o| *o == Op::DeleteIke);
+        self.ops.push_back(Op::DeleteIke);
+        self.start_next_op(now, rng)
     }
 
     fn on_info_request(

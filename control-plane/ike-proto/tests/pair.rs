@@ -1019,3 +1019,77 @@ fn cookie_challenge_then_the_exchange_completes() {
     p.r_to_i(|_| 1);
     p.assert_established();
 }
+
+fn take_rekeyed(ev: &mut Vec<Event>) -> Option<Box<IkeSa>> {
+    let i = ev.iter().position(|e| matches!(e, Event::IkeRekeyed(_)))?;
+    match ev.remove(i) {
+        Event::IkeRekeyed(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// IKE SA rekeying (RFC 7296 §2.18) from either side: new SPIs and keys,
+/// message IDs from 0, the CHILD SAs move to the new IKE SA (no
+/// ChildDeleted when the old one is deleted), and the new pair works:
+/// liveness checks, CHILD SA rekeys, another IKE SA rekey by the other side.
+#[test]
+fn ike_sa_rekeyed_and_children_carried_over() {
+    let mut p = established();
+    let old_spis = p.i.spis();
+    let child_in = Pair::children(&p.i_events)[0].spi_in;
+    p.i.rekey_ike(p.now, &mut p.rng).unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    let new_i = take_rekeyed(&mut p.i_events).expect("initiator: new IKE SA");
+    let new_r = take_rekeyed(&mut p.r_events).expect("responder: new IKE SA");
+    assert_eq!(new_i.spis(), new_r.spis());
+    assert_ne!(new_i.spis(), old_spis);
+    assert_eq!(new_i.state(), State::Established);
+    assert_eq!(p.i.state(), State::Rekeyed);
+    // The old IKE SA is deleted; its CHILD SAs are not.
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert_eq!(p.i.state(), State::Closed);
+    assert_eq!(p.r.as_ref().unwrap().state(), State::Closed);
+    assert!(child_deleted(&p.i_events).is_empty() && child_deleted(&p.r_events).is_empty());
+
+    // The new pair carries on.
+    p.i = *new_i;
+    p.r = Some(*new_r);
+    p.i_events.clear();
+    p.r_events.clear();
+    p.i.check_liveness(p.now, &mut p.rng).unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Alive)));
+    p.i.rekey_child(p.now, child_in, &mut p.rng).unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    let c = Pair::children(&p.i_events);
+    assert_eq!(
+        (c.len(), c[0].rekeys),
+        (1, Some(child_in)),
+        "child known to the new SA"
+    );
+
+    // The responder rekeys the new IKE SA in turn.
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1); // finish the CHILD SA delete
+    let r = p.r.as_mut().unwrap();
+    r.rekey_ike(p.now, &mut p.rng).unwrap();
+    let t = r.poll_transmit().unwrap();
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &t.data, &mut p.rng);
+    let back = p.i.poll_transmit().unwrap();
+    p.r.as_mut()
+        .unwrap()
+        .handle(p.now, I_ADDR.parse().unwrap(), &back.data, &mut p.rng);
+    p.drain();
+    let third_i = take_rekeyed(&mut p.i_events).expect("initiator side of the second rekey");
+    let third_r = take_rekeyed(&mut p.r_events).expect("responder side of the second rekey");
+    assert_eq!(third_i.spis(), third_r.spis());
+    assert_eq!(
+        third_r.role(),
+        Role::Initiator,
+        "the rekey's initiator is the new initiator"
+    );
+}

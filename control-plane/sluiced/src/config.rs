@@ -132,6 +132,10 @@ pub(crate) struct Connection {
     /// 0 = never.
     #[serde(default = "default_rekey_time")]
     pub(crate) rekey_time: u64,
+    /// Seconds after which the IKE SA is rekeyed (less up to 10% jitter);
+    /// 0 = never.
+    #[serde(default = "default_ike_rekey_time")]
+    pub(crate) ike_rekey_time: u64,
     /// CHILD SAs (policies).
     #[serde(rename = "child")]
     pub(crate) children: Vec<Child>,
@@ -154,6 +158,9 @@ fn default_ike() -> String {
 }
 fn default_esp() -> String {
     "aes128gcm16".into()
+}
+fn default_ike_rekey_time() -> u64 {
+    14400
 }
 fn default_rekey_time() -> u64 {
     3600
@@ -286,6 +293,8 @@ pub(crate) struct Resolved {
     pub(crate) dpd: Option<Duration>,
     /// CHILD SA rekey interval.
     pub(crate) rekey_time: Option<Duration>,
+    /// IKE SA rekey interval.
+    pub(crate) ike_rekey_time: Option<Duration>,
     /// The protocol configuration.
     pub(crate) ike: ike_proto::Config,
 }
@@ -351,6 +360,8 @@ impl File {
                 start: c.start_action,
                 dpd: (c.dpd_delay > 0).then(|| Duration::from_secs(c.dpd_delay)),
                 rekey_time: (c.rekey_time > 0).then(|| Duration::from_secs(c.rekey_time)),
+                ike_rekey_time: (c.ike_rekey_time > 0)
+                    .then(|| Duration::from_secs(c.ike_rekey_time)),
                 ike: ike_proto::Config {
                     local_id: identity(&c.local_id).map_err(ctx)?,
                     remote_id: identity(&c.remote_id).map_err(ctx)?,

@@ -62,6 +62,8 @@ struct Entry {
     next_dpd: Option<Instant>,
     /// A responder SA still waiting for IKE_AUTH is dropped at this time.
     half_open_until: Option<Instant>,
+    /// When to rekey the IKE SA (its lifetime minus jitter).
+    ike_rekey_at: Option<Instant>,
 }
 
 struct Daemon2 {
@@ -401,6 +403,42 @@ impl Daemon2 {
         }
     }
 
+    /// When an IKE SA of this entry's connection should be rekeyed.
+    fn ike_rekey_deadline(&mut self, id: u64) -> Option<Instant> {
+        let conn = self.entries.get(&id)?.conn;
+        let t = self.conns.get(conn)?.ike_rekey_time?;
+        let mut r = [0u8; 2];
+        self.rng.fill(&mut r);
+        let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
+        Some(Instant::now() + t - jitter)
+    }
+
+    /// The IKE SA `old` was rekeyed into `next` (RFC 7296 §2.18): a new
+    /// entry takes its CHILD SAs (the SA table does not change); the old
+    /// one stays until its Delete is exchanged.
+    fn adopt(&mut self, old: u64, next: IkeSa) {
+        let Some(e) = self.entries.get_mut(&old) else {
+            return;
+        };
+        let conn = e.conn;
+        let children = std::mem::take(&mut e.children);
+        e.ike_rekey_at = None;
+        e.next_dpd = None;
+        let (spi_i, spi_r) = next.spis();
+        info!("IKE_SA rekeyed: now SPIs {spi_i:016x}_i {spi_r:016x}_r");
+        let id = self.add(conn, next);
+        let at = self.ike_rekey_deadline(id);
+        if let Some(n) = self.entries.get_mut(&id) {
+            n.children = children;
+            n.ike_rekey_at = at;
+        }
+        self.half_open.remove(&id);
+        if let Some(n) = self.entries.get(&id) {
+            self.keylog_ike(&n.sa);
+        }
+        self.pump(id);
+    }
+
     /// Removes a policy, or unbinds it if it is a trap (it stays).
     fn drop_policy(&mut self, p: PolicyId) {
         if self.traps.contains_key(&p) {
@@ -449,6 +487,7 @@ impl Daemon2 {
                 children: Vec::new(),
                 next_dpd,
                 half_open_until,
+                ike_rekey_at: None,
             },
         );
         id
@@ -596,6 +635,15 @@ impl Daemon2 {
                     c.spi_in
                 })
                 .collect();
+            if e.ike_rekey_at.is_some_and(|t| t <= now) && e.sa.state() == State::Established {
+                e.ike_rekey_at = None;
+                info!("rekeying the IKE_SA (lifetime)");
+                if let Err(err) = e.sa.rekey_ike(now, &mut self.rng) {
+                    warn!("IKE_SA not rekeyed: {err}");
+                }
+                self.pump(id);
+                continue;
+            }
             if !due.is_empty() && e.sa.state() == State::Established {
                 for spi in due {
                     info!("rekeying CHILD_SA {spi:08x}_i (lifetime)");
@@ -657,11 +705,16 @@ impl Daemon2 {
             match ev {
                 Event::Established { spi_i, spi_r } => {
                     info!("IKE_SA established, SPIs {spi_i:016x}_i {spi_r:016x}_r");
+                    let at = self.ike_rekey_deadline(id);
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.ike_rekey_at = at;
+                    }
                     if let Some(e) = self.entries.get(&id) {
                         self.keylog_ike(&e.sa);
                     }
                     more_children = true;
                 }
+                Event::IkeRekeyed(next) => self.adopt(id, *next),
                 Event::ChildInstalled(c) => self.install(id, c),
                 Event::ChildDeleted { spi_in, spi_out } => self.uninstall(id, spi_in, spi_out),
                 Event::Deleted => close = Some("deleted"),

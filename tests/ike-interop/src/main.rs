@@ -234,6 +234,7 @@ fn run() -> Result<(), String> {
         }
         let Some(s) = sa.as_mut() else { continue };
         let mut forget = false;
+        let mut rekeyed = None;
         s.handle_timeout(now);
         if then == "half-open" && s.state() == State::AuthSent {
             // Leave the responder's IKE SA half-open: no IKE_AUTH.
@@ -317,7 +318,17 @@ fn run() -> Result<(), String> {
                 Event::Alive => println!("liveness check answered"),
                 Event::LivenessAnswered => println!("answered the peer's liveness check"),
                 Event::Log(l) => println!("{l}"),
+                Event::IkeRekeyed(next) => {
+                    // A test driver: carry on with the new IKE SA only (the
+                    // old one's Delete from the peer then finds no SA).
+                    let (i, r) = next.spis();
+                    println!("IKE_SA rekeyed: now SPIs {i:016x}_i {r:016x}_r");
+                    rekeyed = Some(next);
+                }
             }
+        }
+        if let Some(next) = rekeyed {
+            sa = Some(*next);
         }
         if forget {
             sa = None;
