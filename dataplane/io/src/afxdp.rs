@@ -1124,6 +1124,17 @@ impl PacketIo for AfXdp {
     fn stats(&self, port: usize) -> PortStats {
         self.ports.get(port).map(|p| p.stats).unwrap_or_default()
     }
+
+    fn io_drops(&self, port: usize) -> crate::IoDrops {
+        self.kernel_stats(port)
+            .map(|k| crate::IoDrops {
+                rx_dropped: k.rx_dropped,
+                rx_ring_full: k.rx_ring_full,
+                rx_fill_empty: k.rx_fill_ring_empty_descs,
+                tx_invalid: k.tx_invalid_descs,
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

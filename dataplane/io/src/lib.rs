@@ -61,6 +61,20 @@ pub struct PortStats {
     pub wakeups: u64,
 }
 
+/// Drops below the data plane on one port (the kernel's or the NIC's),
+/// cumulative since the port was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoDrops {
+    /// Frames dropped on receive for other reasons than the two below.
+    pub rx_dropped: u64,
+    /// Frames dropped because the receive ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when a frame arrived.
+    pub rx_fill_empty: u64,
+    /// Invalid descriptors found on the TX ring.
+    pub tx_invalid: u64,
+}
+
 /// Burst I/O over one worker's queues.
 pub trait PacketIo {
     /// Number of ports this instance serves (indices `0..ports()`).
@@ -102,4 +116,10 @@ pub trait PacketIo {
 
     /// A port's counters.
     fn stats(&self, port: usize) -> PortStats;
+
+    /// Drops the data plane cannot see itself (kernel, NIC), cumulative.
+    /// A system call for AF_XDP: call it now and then, not per burst.
+    fn io_drops(&self, _port: usize) -> IoDrops {
+        IoDrops::default()
+    }
 }

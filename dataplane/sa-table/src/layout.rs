@@ -5,7 +5,7 @@
 //! offset 0       Header (4096 B): magic, ABI version, record sizes,
 //!                capacities, section offsets, global epoch, policy flip
 //! readers        [ReaderSlot; MAX_READERS]        64 B each
-//! workers        [WorkerCounters; MAX_WORKERS]    256 B each
+//! workers        [WorkerCounters; MAX_WORKERS]    320 B each
 //! sa_cold        [SaCold; sa_capacity]            384 B each (seqlock)
 //! sa_hot         [SaHot; sa_capacity]             1152 B each
 //! sa_counters    [SaCounters; sa_capacity]        192 B each
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "SLUICESA" in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"SLUICESA");
 /// Bumped on any incompatible change of this file's types.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Size of the header region.
 pub const HEADER_SIZE: usize = 4096;
 /// Reader thread slots (data-plane workers and tools).
@@ -202,11 +202,22 @@ pub enum DpEvent {
     TxFull = 6,
     /// Received but not for the data plane (not ESP, wrong port).
     NotForUs = 7,
+    /// Dropped below the data plane: the kernel's AF_XDP receive path
+    /// (`XDP_STATISTICS` rx_dropped) or the NIC.
+    IoRxDropped = 8,
+    /// Dropped below the data plane because the receive ring was full (the
+    /// worker did not keep up).
+    IoRxRingFull = 9,
+    /// Times the kernel found the fill ring empty (no buffer to receive
+    /// into).
+    IoFillEmpty = 10,
+    /// Invalid descriptors the kernel found on the TX ring.
+    IoTxInvalid = 11,
 }
 
 impl DpEvent {
     /// Number of events.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 12;
     /// Every event, in counter order.
     pub const ALL: [DpEvent; DpEvent::COUNT] = [
         DpEvent::NoPolicy,
@@ -217,6 +228,10 @@ impl DpEvent {
         DpEvent::IcmpTooBig,
         DpEvent::TxFull,
         DpEvent::NotForUs,
+        DpEvent::IoRxDropped,
+        DpEvent::IoRxRingFull,
+        DpEvent::IoFillEmpty,
+        DpEvent::IoTxInvalid,
     ];
 
     /// Name for logs and metrics.
@@ -230,6 +245,10 @@ impl DpEvent {
             DpEvent::IcmpTooBig => "icmp_too_big",
             DpEvent::TxFull => "tx_full",
             DpEvent::NotForUs => "not_for_us",
+            DpEvent::IoRxDropped => "io_rx_dropped",
+            DpEvent::IoRxRingFull => "io_rx_ring_full",
+            DpEvent::IoFillEmpty => "io_fill_empty",
+            DpEvent::IoTxInvalid => "io_tx_invalid",
         }
     }
 }
@@ -240,7 +259,7 @@ const _: () = assert!(core::mem::size_of::<SaCold>() == 384);
 const _: () = assert!(core::mem::size_of::<SaHot>() == 64 + core::mem::size_of::<ReplayWindow>());
 const _: () = assert!(core::mem::size_of::<SaHot>() % 64 == 0);
 const _: () = assert!(core::mem::size_of::<SaCounters>() == 192);
-const _: () = assert!(core::mem::size_of::<WorkerCounters>() == 256);
+const _: () = assert!(core::mem::size_of::<WorkerCounters>() == 320);
 
 /// Sizes recorded in the header and checked on attach.
 pub(crate) fn record_sizes() -> [u32; RECORD_KINDS] {

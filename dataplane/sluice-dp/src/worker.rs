@@ -24,7 +24,7 @@ use sluice_esp::{
     decap_burst, encap_burst, parse_esp, Algorithm, Backend, Cipher, DecapItem, DropReason,
     EncapItem, InboundSa, OutboundSa, PacketBuf, Tunnel, UdpEncap,
 };
-use sluice_io::{Desc, PacketIo, MIN_HEADROOM};
+use sluice_io::{Desc, IoDrops, PacketIo, MIN_HEADROOM};
 use sluice_sa_table::{
     Direction, DpEvent, PolicyMatch, ReaderThread, SaConfig, SaHandle, WorkerSnapshot, NO_OWNER,
 };
@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Packets per receive burst.
 pub const BURST: usize = 64;
@@ -159,6 +159,9 @@ pub struct Worker<I: PacketIo> {
     outbound: HashMap<SaHandle, OutboundSa>,
     snap: WorkerSnapshot,
     loops: u64,
+    /// Last cumulative I/O drops read per port (to add the differences).
+    io_seen: Vec<IoDrops>,
+    io_read: Instant,
 }
 
 /// Per-SA totals of one burst.
@@ -253,6 +256,8 @@ impl<I: PacketIo> Worker<I> {
             outbound: HashMap::new(),
             snap: WorkerSnapshot::default(),
             loops: 0,
+            io_seen: vec![IoDrops::default(); MAX_PORTS],
+            io_read: Instant::now(),
         }
     }
 
@@ -276,6 +281,12 @@ impl<I: PacketIo> Worker<I> {
                 }
             }
         }
+        // The last figures, so a stopped data plane's counters are complete.
+        self.read_io_drops();
+        if let Some(c) = self.t.worker_counters(self.id) {
+            c.add(&self.snap);
+        }
+        self.snap = WorkerSnapshot::default();
         self.t.offline();
     }
 
@@ -339,8 +350,46 @@ impl<I: PacketIo> Worker<I> {
         if self.loops.is_multiple_of(4096) {
             self.forget_stale();
         }
+        if self.loops.is_multiple_of(64) && self.io_read.elapsed() >= Duration::from_millis(250) {
+            self.io_read = Instant::now();
+            self.read_io_drops();
+        }
         self.t.quiescent();
         busy
+    }
+
+    /// Adds what the kernel dropped below us since the last read.
+    fn read_io_drops(&mut self) {
+        for p in 0..self.ports.len() {
+            let now = self.io.io_drops(p);
+            let Some(seen) = self.io_seen.get_mut(p) else {
+                continue;
+            };
+            let d = [
+                (
+                    DpEvent::IoRxDropped,
+                    now.rx_dropped.saturating_sub(seen.rx_dropped),
+                ),
+                (
+                    DpEvent::IoRxRingFull,
+                    now.rx_ring_full.saturating_sub(seen.rx_ring_full),
+                ),
+                (
+                    DpEvent::IoFillEmpty,
+                    now.rx_fill_empty.saturating_sub(seen.rx_fill_empty),
+                ),
+                (
+                    DpEvent::IoTxInvalid,
+                    now.tx_invalid.saturating_sub(seen.tx_invalid),
+                ),
+            ];
+            *seen = now;
+            for (e, n) in d {
+                if n > 0 {
+                    self.event(e, n);
+                }
+            }
+        }
     }
 
     /// Drops key schedules of SAs that are gone.
