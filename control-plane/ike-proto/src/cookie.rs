@@ -10,8 +10,7 @@
 //! does not fail an initiator in the middle of its retry.
 
 use crate::Random;
-use ike_wire::message::{Header, FLAG_RESPONSE};
-use ike_wire::{Body, ExchangeType, Message, NotifyType, Payload, PayloadType, ProtocolId};
+use ike_wire::{Body, ExchangeType, Message, NotifyType};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -134,26 +133,11 @@ pub fn check(jar: &CookieJar, request: &Message, ip: IpAddr) -> Check {
     if given.is_some_and(|c| jar.verify(c, ni, ip, h.spi_i)) {
         return Check::Valid;
     }
-    let reply = Message {
-        header: Header {
-            spi_i: h.spi_i,
-            spi_r: 0,
-            version: 0x20,
-            exchange: ExchangeType::IKE_SA_INIT,
-            flags: FLAG_RESPONSE,
-            message_id: 0,
-        },
-        payloads: vec![Payload::new(
-            PayloadType::NOTIFY,
-            Body::Notify {
-                protocol: ProtocolId::NONE,
-                spi: vec![],
-                ntype: NotifyType::COOKIE,
-                data: jar.cookie(ni, ip, h.spi_i),
-            },
-        )],
-    };
-    Check::Challenge(reply.emit())
+    Check::Challenge(crate::sa::init_notify_response(
+        h.spi_i,
+        NotifyType::COOKIE,
+        jar.cookie(ni, ip, h.spi_i),
+    ))
 }
 
 #[cfg(test)]

@@ -204,6 +204,23 @@ fn notify(ntype: NotifyType, data: Vec<u8>) -> Payload {
     )
 }
 
+/// An IKE_SA_INIT response holding one notify and no state: errors
+/// (§1.2, §2.5) and COOKIE challenges (§2.6).
+pub(crate) fn init_notify_response(spi_i: u64, t: NotifyType, data: Vec<u8>) -> Vec<u8> {
+    Message {
+        header: Header {
+            spi_i,
+            spi_r: 0,
+            version: 0x20,
+            exchange: ExchangeType::IKE_SA_INIT,
+            flags: FLAG_RESPONSE,
+            message_id: 0,
+        },
+        payloads: vec![notify(t, data)],
+    }
+    .emit()
+}
+
 fn find_notify(payloads: &[Payload], t: NotifyType) -> Option<&[u8]> {
     payloads.iter().find_map(|p| match &p.body {
         Body::Notify { ntype, data, .. } if *ntype == t => Some(data.as_slice()),
@@ -468,21 +485,14 @@ impl IkeSa {
         let mut sa = IkeSa::new(cfg, Role::Responder, local, remote, rng);
         if let Some(t) = Message::first_unsupported_critical(&m.payloads) {
             // RFC 7296 §2.5: refuse the request, naming the payload type.
-            let m = Message {
-                header: Header {
-                    spi_i: h.spi_i,
-                    spi_r: 0,
-                    version: 0x20,
-                    exchange: ExchangeType::IKE_SA_INIT,
-                    flags: FLAG_RESPONSE,
-                    message_id: 0,
-                },
-                payloads: vec![notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t.0])],
-            };
             sa.spi_i = h.spi_i;
             sa.transmit.push_back(Transmit {
                 dst: remote,
-                data: m.emit(),
+                data: init_notify_response(
+                    h.spi_i,
+                    NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD,
+                    vec![t.0],
+                ),
             });
             sa.state = State::Closed;
             sa.events.push_back(Event::Failed {
@@ -508,20 +518,9 @@ impl IkeSa {
             }
         }
         let reply_error = |sa: &mut IkeSa, t: NotifyType, data: Vec<u8>| {
-            let m = Message {
-                header: Header {
-                    spi_i: sa.spi_i,
-                    spi_r: 0,
-                    version: 0x20,
-                    exchange: ExchangeType::IKE_SA_INIT,
-                    flags: FLAG_RESPONSE,
-                    message_id: 0,
-                },
-                payloads: vec![notify(t, data)],
-            };
             sa.transmit.push_back(Transmit {
                 dst: sa.remote,
-                data: m.emit(),
+                data: init_notify_response(sa.spi_i, t, data),
             });
             sa.state = State::Closed;
             sa.events.push_back(Event::Failed {

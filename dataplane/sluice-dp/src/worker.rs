@@ -140,6 +140,80 @@ enum Out {
     NotForUs,
 }
 
+/// Per-burst bookkeeping of packets leaving a worker: what to transmit on
+/// which port and what was lost on the way, settled once per burst.
+struct Leaving<const N: usize> {
+    out: [ArrayVec<Desc, N>; MAX_PORTS],
+    lost: ArrayVec<Desc, N>,
+    drops: ArrayVec<(Desc, DropReason), N>,
+    resolve: ArrayVec<IpAddr, N>,
+    ev: [u64; DpEvent::COUNT],
+}
+
+impl<const N: usize> Leaving<N> {
+    fn new() -> Self {
+        Leaving {
+            out: std::array::from_fn(|_| ArrayVec::new()),
+            lost: ArrayVec::new(),
+            drops: ArrayVec::new(),
+            resolve: ArrayVec::new(),
+            ev: [0; DpEvent::COUNT],
+        }
+    }
+
+    /// Frames the IP packet at `buf[head..head + len]` (of chunk `d`) for
+    /// the next hop towards `dst` and queues it on that port; true if
+    /// queued, else it is counted (no route, unresolved neighbour, no
+    /// headroom) and its chunk set aside.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &mut self,
+        ports: &[Port],
+        fib: &Fib,
+        dst: IpAddr,
+        d: Desc,
+        buf: &mut [u8],
+        head: usize,
+        len: usize,
+    ) -> bool {
+        let Some(hop) = fib.route(dst) else {
+            self.ev[DpEvent::NoRoute as usize] += 1;
+            let _ = self.lost.try_push(d);
+            return false;
+        };
+        let Some(port) = ports.iter().position(|p| p.ifindex == hop.oif) else {
+            self.ev[DpEvent::NoRoute as usize] += 1;
+            let _ = self.lost.try_push(d);
+            return false;
+        };
+        let Some(mac) = hop.mac else {
+            self.ev[DpEvent::NeighUnresolved as usize] += 1;
+            let _ = self.resolve.try_push(hop.via);
+            let _ = self.lost.try_push(d);
+            return false;
+        };
+        let et = pkt::ethertype_of(buf.get(head..).unwrap_or(&[]));
+        if head < ETH_HDR || !pkt::write_eth(buf, head - ETH_HDR, mac, hop.src_mac, et) {
+            let _ = self.drops.try_push((d, DropReason::NoHeadroom));
+            return false;
+        }
+        match self.out.get_mut(port) {
+            Some(list) if !list.is_full() => {
+                list.push(Desc {
+                    addr: d.addr,
+                    off: (head - ETH_HDR) as u32,
+                    len: (len + ETH_HDR) as u32,
+                });
+                true
+            }
+            _ => {
+                let _ = self.lost.try_push(d);
+                false
+            }
+        }
+    }
+}
+
 fn peer_of(sa: &OutboundSa) -> IpAddr {
     match sa.tunnel {
         Tunnel::V4 { dst, .. } => IpAddr::V4(dst),
@@ -588,77 +662,57 @@ impl<I: PacketIo> Worker<I> {
         decap_burst(&mut items);
 
         // Pass 3: route the inner packets, frame them for their port.
-        let mut out: [ArrayVec<Desc, BURST>; MAX_PORTS] = Default::default();
-        let mut drops: ArrayVec<(Desc, DropReason), BURST> = ArrayVec::new();
+        let mut leave: Leaving<BURST> = Leaving::new();
         let mut tally = SaTally::default();
-        let mut ev = [0u64; DpEvent::COUNT];
-        let mut resolve: ArrayVec<IpAddr, BURST> = ArrayVec::new();
         for (it, (d, h)) in items.iter_mut().zip(kept.iter()) {
             tally.add(&self.t, *h, it.result);
             let Ok(inner_len) = it.result else {
-                drops.push((*d, it.result.err().unwrap_or(DropReason::Malformed)));
+                let _ = leave
+                    .drops
+                    .try_push((*d, it.result.err().unwrap_or(DropReason::Malformed)));
                 continue;
             };
             let head = it.pkt.head;
             let buf = &mut *it.pkt.buf;
             let Some(ip) = buf.get_mut(head..head + inner_len) else {
-                drops.push((*d, DropReason::Malformed));
+                let _ = leave.drops.try_push((*d, DropReason::Malformed));
                 continue;
             };
             let Some(info) = pkt::inner(ip) else {
-                drops.push((*d, DropReason::Malformed));
+                let _ = leave.drops.try_push((*d, DropReason::Malformed));
                 continue;
             };
             if !pkt::decrement_ttl(ip) {
-                ev[DpEvent::TtlExpired as usize] += 1;
-                lost.push(*d);
+                leave.ev[DpEvent::TtlExpired as usize] += 1;
+                let _ = leave.lost.try_push(*d);
                 continue;
             }
-            let et = pkt::ethertype_of(ip);
-            let Some(hop) = fib.route(info.flow.dst) else {
-                ev[DpEvent::NoRoute as usize] += 1;
-                lost.push(*d);
-                continue;
-            };
-            let Some(port) = self.ports.iter().position(|p| p.ifindex == hop.oif) else {
-                ev[DpEvent::NoRoute as usize] += 1;
-                lost.push(*d);
-                continue;
-            };
-            let Some(mac) = hop.mac else {
-                ev[DpEvent::NeighUnresolved as usize] += 1;
-                let _ = resolve.try_push(hop.via);
-                lost.push(*d);
-                continue;
-            };
-            if head < ETH_HDR || !pkt::write_eth(buf, head - ETH_HDR, mac, hop.src_mac, et) {
-                drops.push((*d, DropReason::NoHeadroom));
-                continue;
-            }
-            match out.get_mut(port) {
-                Some(list) if !list.is_full() => list.push(Desc {
-                    addr: d.addr,
-                    off: (head - ETH_HDR) as u32,
-                    len: (inner_len + ETH_HDR) as u32,
-                }),
-                _ => lost.push(*d),
-            }
+            leave.frame(&self.ports, fib, info.flow.dst, *d, buf, head, inner_len);
         }
         drop(items);
         tally.flush(&self.t);
-        for (i, n) in ev.iter().enumerate() {
+        for d in lost {
+            let _ = leave.lost.try_push(d);
+        }
+        self.settle(leave);
+    }
+
+    /// Counts a burst's events and drops, frees what was lost and
+    /// transmits the rest.
+    fn settle<const N: usize>(&mut self, mut leave: Leaving<N>) {
+        for (i, n) in leave.ev.iter().enumerate() {
             if let Some(c) = self.snap.events.get_mut(i) {
                 *c += n;
             }
         }
-        for via in resolve {
+        for via in leave.resolve {
             let _ = self.shared.resolve.push(via);
         }
-        for (d, r) in drops {
+        for (d, r) in leave.drops {
             self.drop_pkt(d, r);
         }
-        self.io.free(&lost);
-        self.transmit(&mut out);
+        self.io.free(&leave.lost);
+        self.transmit(&mut leave.out);
     }
 
     /// What to do with an inside frame.
@@ -811,68 +865,38 @@ impl<I: PacketIo> Worker<I> {
         }
         encap_burst(&mut items);
 
-        let mut drops: ArrayVec<(Desc, DropReason), PLAN> = ArrayVec::new();
+        let mut leave: Leaving<PLAN> = Leaving::new();
+        leave.ev = ev;
+        for d in lost {
+            let _ = leave.lost.try_push(d);
+        }
         let mut tally = SaTally::default();
-        let mut resolve: ArrayVec<IpAddr, PLAN> = ArrayVec::new();
         for (it, (d, h)) in items.iter_mut().zip(kept.iter()) {
             if let Err(r) = it.result {
                 tally.add(&self.t, *h, it.result);
-                drops.push((*d, r));
+                let _ = leave.drops.try_push((*d, r));
                 continue;
             }
-            let peer = peer_of(it.sa);
             let (head, len) = (it.pkt.head, it.pkt.len);
-            let Some(hop) = fib.route(peer) else {
-                ev[DpEvent::NoRoute as usize] += 1;
-                lost.push(*d);
-                continue;
-            };
-            let Some(port) = self.ports.iter().position(|p| p.ifindex == hop.oif) else {
-                ev[DpEvent::NoRoute as usize] += 1;
-                lost.push(*d);
-                continue;
-            };
-            let Some(mac) = hop.mac else {
-                ev[DpEvent::NeighUnresolved as usize] += 1;
-                let _ = resolve.try_push(hop.via);
-                lost.push(*d);
-                continue;
-            };
-            let et = pkt::ethertype_of(it.pkt.data());
-            if head < ETH_HDR || !pkt::write_eth(it.pkt.buf, head - ETH_HDR, mac, hop.src_mac, et) {
-                drops.push((*d, DropReason::NoHeadroom));
-                continue;
-            }
             // Counted on the SA once it is on its way out: an ESP packet
             // that never left (no route, no neighbour) is not in the SA's
             // packets, so its counters match what the peer can receive.
-            match out.get_mut(port) {
-                Some(list) if !list.is_full() => {
-                    list.push(Desc {
-                        addr: d.addr,
-                        off: (head - ETH_HDR) as u32,
-                        len: (len + ETH_HDR) as u32,
-                    });
-                    tally.add(&self.t, *h, it.result);
-                }
-                _ => lost.push(*d),
+            if leave.frame(&self.ports, fib, peer_of(it.sa), *d, it.pkt.buf, head, len) {
+                tally.add(&self.t, *h, it.result);
             }
         }
         drop(items);
         tally.flush(&self.t);
-        for (i, n) in ev.iter().enumerate() {
-            if let Some(c) = self.snap.events.get_mut(i) {
-                *c += n;
+        for (port, list) in out.iter().enumerate() {
+            if let Some(l) = leave.out.get_mut(port) {
+                for d in list {
+                    if l.try_push(*d).is_err() {
+                        let _ = leave.lost.try_push(*d);
+                    }
+                }
             }
         }
-        for via in resolve {
-            let _ = self.shared.resolve.push(via);
-        }
-        for (d, r) in drops {
-            self.drop_pkt(d, r);
-        }
-        self.io.free(&lost);
-        self.transmit(&mut out);
+        self.settle(leave);
     }
 
     /// Routes a packet in the clear (bypass / unmatched traffic).
