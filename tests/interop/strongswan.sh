@@ -33,10 +33,11 @@ declare -A WHAT=(
   [psk-dn-ids]="IDs of type DER_ASN1_DN on both sides (C=CH, O=Sluice Interop, CN=...), strongSwan initiates"
   [rekey-ike-both]="IKE SA rekeyed by strongSwan (swanctl --rekey --ike) and then by sluiced (ike_rekey_time = 4): new IKE SPIs, CHILD SA kept, SIGTERM still deletes cleanly"
   [rekey-child-both]="CHILD SA rekeyed by strongSwan (swanctl --rekey --child) and by sluiced (rekey_time = 4): new SPIs and keys equal on both sides"
+  [rekey-child-pfs]="CHILD SA rekeys with PFS (ESP_PROPOSALS=aes128gcm16-ecp256, a KE in CREATE_CHILD_SA) started by strongSwan and by sluiced"
   [cookie-by-sluiced]="sluiced demands a COOKIE (cookie_threshold = 0): strongSwan retries IKE_SA_INIT with it and the tunnel comes up"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both cookie-by-sluiced keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs cookie-by-sluiced keylog-tshark)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -135,7 +136,7 @@ for s in "${SCEN[@]}"; do
   esp_env=${ESP_PROPOSALS:-}
   ike_env=${IKE_PROPOSALS:-}
   [ -n "${IKE_SCEN[$s]:-}" ] && ike_env=${IKE_SCEN[$s]%%|*}
-  case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; esac
+  case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; rekey-child-pfs) esp_env=aes128gcm16-ecp256 ;; esac
   cap=0; [ $s = keylog-tshark ] && cap=1
   if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
@@ -230,8 +231,8 @@ for s in "${SCEN[@]}"; do
       sleep 0.3
       [ -z "$("$PAIR" sw A --list-sas 2>/dev/null | grep psw)" ] || { echo "strongSwan still has an IKE SA after SIGTERM"; ok=0; }
       ;;
-    rekey-child-both)
-      config 'rekey_time = 4'
+    rekey-child-both|rekey-child-pfs)
+      ESP_PROPOSALS=$esp_env config 'rekey_time = 4'
       start_sluiced || ok=0
       timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
       wait_log 'CHILD_SA installed' 5 || ok=0
@@ -248,6 +249,10 @@ for s in "${SCEN[@]}"; do
       out=$(table_spi out | tr -d ' ')
       echo "    sluiced sends on $out; strongSwan receives on: $(sw_spis in)"
       grep -qw "$out" <<< "$(sw_spis in)" || { echo "strongSwan has no inbound SA $out"; ok=0; }
+      if [ $s = rekey-child-pfs ]; then
+        grep -m1 'DH group ECP_256\|ECP_256' "$SWAN_STATE/run/A/charon.log" | grep -m1 'CHILD\|proposal' | sed 's/.*\] /    strongSwan: /'
+        "$PAIR" sw A --list-sas 2>/dev/null | grep -m1 -o 'AES_GCM_16-128/ECP_256' | sed 's/^/    strongSwan CHILD SA: /' | grep . || { echo "no PFS group on strongSwan's CHILD SA"; ok=0; }
+      fi
       "$PAIR" keys /dev/null > /dev/null 2>&1
       if [ "$(keys_of "$SWAN_STATE/keys/esp_sa")" = "$(keys_of "$W/keylog/esp_sa")" ]; then
         echo "    every ESP SA's keys equal strongSwan's ($(keys_of "$W/keylog/esp_sa" | wc -l) SAs)"

@@ -381,6 +381,11 @@ pub struct Config {
     /// per subnet pair, as with an ACL), one `0.0.0.0/0` + `::/0` child for
     /// a route-based tunnel. The first is requested in IKE_AUTH.
     pub children: Vec<ChildConfig>,
+    /// Perfect forward secrecy for CHILD SAs created or rekeyed with
+    /// CREATE_CHILD_SA (RFC 7296 §1.3.1): this group's key exchange is
+    /// required and offered; `None` offers none and still accepts a peer's.
+    /// The first CHILD SA (in IKE_AUTH) never has one.
+    pub pfs: Option<DhGroup>,
     /// Request retransmission.
     pub retransmit: Retransmit,
 }

@@ -74,6 +74,8 @@ struct ChildRequest {
     remote_ts: Vec<Selector>,
     /// Rekeying (RFC 7296 §2.8): the inbound SPI of the CHILD SA replaced.
     rekey: Option<u32>,
+    /// Our key exchange when PFS is configured.
+    ke: Option<KeyExchange>,
 }
 
 struct Pending {
@@ -344,6 +346,37 @@ impl IkeSa {
                 spi: vec![],
                 transforms: t,
             }]),
+        )
+    }
+
+    /// An ESP SA payload offering `props` (one proposal each) with `spi`,
+    /// each with the PFS group `dh` if there is one.
+    fn esp_sa_payload_dh(spi: u32, props: &[EspProposal], dh: Option<DhGroup>) -> Payload {
+        let mut p = Self::esp_sa_payload(spi, props);
+        if let (Body::Sa(v), Some(g)) = (&mut p.body, dh) {
+            for prop in v.iter_mut() {
+                prop.transforms
+                    .push(Transform::new(TransformType::DH, g.id()));
+            }
+        }
+        p
+    }
+
+    /// The key exchange of a CREATE_CHILD_SA (PFS), if it carries one.
+    fn ke_of(inner: &[Payload]) -> Option<(u16, Vec<u8>)> {
+        inner.iter().find_map(|p| match &p.body {
+            Body::Ke { group, data } => Some((group.0, data.clone())),
+            _ => None,
+        })
+    }
+
+    fn ke_payload(ke: &KeyExchange) -> Payload {
+        Payload::new(
+            PayloadType::KE,
+            Body::Ke {
+                group: ike_wire::DhGroup(ke.group().id()),
+                data: ke.public().to_vec(),
+            },
         )
     }
 
@@ -870,12 +903,13 @@ impl IkeSa {
         local_ts: Vec<Selector>,
         remote_ts: Vec<Selector>,
         rekeys: Option<u32>,
+        g_ir: Option<&[u8]>,
     ) -> Result<(), Error> {
         let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
         let c = child_keys(
             self.cfg.ike.prf,
             &k.sk_d,
-            None,
+            g_ir,
             ni,
             nr,
             esp.encr_len(),
@@ -1173,7 +1207,8 @@ impl IkeSa {
         });
         if let Some((spi, esp)) = child {
             let (ni, nr) = (self.ni.clone(), self.nr.clone());
-            self.install_child(self.child_spi_in, spi, &ni, &nr, false, esp, tsr, tsi, None)?;
+            let spi_in = self.child_spi_in;
+            self.install_child(spi_in, spi, &ni, &nr, false, esp, tsr, tsi, None, None)?;
         }
         Ok(())
     }
@@ -1205,7 +1240,8 @@ impl IkeSa {
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
-        self.install_child(self.child_spi_in, spi, &ni, &nr, true, esp, tsi, tsr, None)
+        let spi_in = self.child_spi_in;
+        self.install_child(spi_in, spi, &ni, &nr, true, esp, tsi, tsr, None, None)
     }
 
     /// Queues an INFORMATIONAL request; sent when the window is free.
@@ -1288,8 +1324,17 @@ impl IkeSa {
                     ));
                 }
                 v.extend([
-                    Self::esp_sa_payload(r.spi_in, &self.cfg.esp),
+                    Self::esp_sa_payload_dh(
+                        r.spi_in,
+                        &self.cfg.esp,
+                        r.ke.as_ref().map(KeyExchange::group),
+                    ),
                     Payload::new(PayloadType::NONCE, Body::Nonce(r.nonce.clone())),
+                ]);
+                if let Some(ke) = &r.ke {
+                    v.push(Self::ke_payload(ke));
+                }
+                v.extend([
                     Self::ts_payload(PayloadType::TSI, &r.local_ts),
                     Self::ts_payload(PayloadType::TSR, &r.remote_ts),
                 ]);
@@ -1346,9 +1391,17 @@ impl IkeSa {
             local_ts,
             remote_ts,
             rekey: None,
+            ke: self.pfs_ke()?,
         }));
         self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
         Ok(spi_in)
+    }
+
+    fn pfs_ke(&self) -> Result<Option<KeyExchange>, Error> {
+        self.cfg
+            .pfs
+            .map(|g| KeyExchange::new(g).map_err(Error::Crypto))
+            .transpose()
     }
 
     /// Rekeys the CHILD SA whose inbound SPI is `spi_in` (RFC 7296 §2.8,
@@ -1376,6 +1429,7 @@ impl IkeSa {
             local_ts,
             remote_ts,
             rekey: Some(spi_in),
+            ke: self.pfs_ke()?,
         }));
         self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
         Ok(new)
@@ -1514,8 +1568,31 @@ impl IkeSa {
             .ok_or(Error::Unexpected("no acceptable ESP proposal"))?;
         let tsi = Self::selectors(&inner, PayloadType::TSI);
         let tsr = Self::selectors(&inner, PayloadType::TSR);
+        // PFS: the responder's public value in its KE payload.
+        let g_ir = match (req.ke, Self::ke_of(&inner)) {
+            (None, _) => None,
+            (Some(ke), Some((g, peer))) if g == ke.group().id() => {
+                Some(ke.agree(&peer).map_err(Error::Crypto)?)
+            }
+            (Some(_), _) => {
+                self.events.push_back(Event::Failed {
+                    reason: "CREATE_CHILD_SA answered without the PFS key exchange".into(),
+                    notify: None,
+                });
+                return self.start_next_op(now, rng);
+            }
+        };
         self.install_child(
-            req.spi_in, spi_out, &req.nonce, &nr, true, esp, tsi, tsr, req.rekey,
+            req.spi_in,
+            spi_out,
+            &req.nonce,
+            &nr,
+            true,
+            esp,
+            tsi,
+            tsr,
+            req.rekey,
+            g_ir.as_ref().map(|g| g.as_slice()),
         )?;
         // The rekey's initiator deletes the old CHILD SA once the new one
         // is up (RFC 7296 §2.8).
@@ -1581,9 +1658,34 @@ impl IkeSa {
                 None => return refuse(self, NotifyType::CHILD_SA_NOT_FOUND, rng),
             },
         };
-        if inner.iter().any(|p| p.ptype == PayloadType::KE) {
-            return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng);
-        }
+        // PFS: a KE of our group, or of any group we support when we
+        // require none; without one when we require PFS: refused.
+        let pfs = match (Self::ke_of(&inner), self.cfg.pfs) {
+            (None, None) => None,
+            (None, Some(_)) => return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng),
+            (Some((g, peer)), want) => {
+                let group = match (DhGroup::from_id(g), want) {
+                    (Some(have), Some(w)) if have == w => have,
+                    (Some(have), None) => have,
+                    (_, Some(w)) => {
+                        let bytes = self.protect(
+                            ExchangeType::CREATE_CHILD_SA,
+                            true,
+                            msg_id,
+                            &[notify(
+                                NotifyType::INVALID_KE_PAYLOAD,
+                                w.id().to_be_bytes().to_vec(),
+                            )],
+                            rng,
+                        )?;
+                        self.send_response(msg_id, bytes);
+                        return Ok(());
+                    }
+                    (None, None) => return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, rng),
+                };
+                Some((group, peer))
+            }
+        };
         let ni = inner
             .iter()
             .find_map(|p| match &p.body {
@@ -1602,15 +1704,42 @@ impl IkeSa {
         };
         let spi_in = random_u32(rng);
         let nr = random_vec(rng, 32);
-        let out = vec![
-            Self::esp_sa_payload(spi_in, &[esp]),
+        let (ke_out, g_ir) = match pfs {
+            Some((group, peer)) => {
+                let ke = KeyExchange::new(group).map_err(Error::Crypto)?;
+                let payload = Self::ke_payload(&ke);
+                let Ok(g_ir) = ke.agree(&peer) else {
+                    return refuse(self, NotifyType::INVALID_SYNTAX, rng);
+                };
+                (Some((group, payload)), Some(g_ir))
+            }
+            None => (None, None),
+        };
+        let mut out = vec![
+            Self::esp_sa_payload_dh(spi_in, &[esp], ke_out.as_ref().map(|(g, _)| *g)),
             Payload::new(PayloadType::NONCE, Body::Nonce(nr.clone())),
+        ];
+        if let Some((_, p)) = ke_out {
+            out.push(p);
+        }
+        out.extend([
             Self::ts_payload(PayloadType::TSI, &tsi),
             Self::ts_payload(PayloadType::TSR, &tsr),
-        ];
+        ]);
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
-        self.install_child(spi_in, spi_out, &ni, &nr, false, esp, tsr, tsi, rekeys)
+        self.install_child(
+            spi_in,
+            spi_out,
+            &ni,
+            &nr,
+            false,
+            esp,
+            tsr,
+            tsi,
+            rekeys,
+            g_ir.as_ref().map(|g| g.as_slice()),
+        )
     }
 
     /// The peer rekeys this IKE SA: answer with our new SPI, nonce and KE

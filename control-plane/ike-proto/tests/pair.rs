@@ -50,6 +50,7 @@ fn cfg(local: &str, remote: &str, psk: &str, dh: Vec<DhGroup>) -> Config {
             local_ts: vec![lts],
             remote_ts: vec![rts],
         }],
+        pfs: None,
         retransmit: Retransmit::default(),
     }
 }
@@ -1092,4 +1093,52 @@ fn ike_sa_rekeyed_and_children_carried_over() {
         Role::Initiator,
         "the rekey's initiator is the new initiator"
     );
+}
+
+/// PFS in CREATE_CHILD_SA (RFC 7296 §1.3.1): a new child and a rekey with
+/// a key exchange; a responder that requires PFS refuses a request without
+/// it, and names its group when the initiator's differs.
+#[test]
+fn pfs_for_new_and_rekeyed_children() {
+    let net = |s: &str, l: u8| Selector::subnet(s.parse().unwrap(), l);
+    let mut p = psk_pair();
+    p.r_cfg.pfs = Some(DhGroup::Ecp256);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    p.assert_established();
+    // The initiator has no PFS: the responder requires it.
+    p.i.create_child(
+        p.now,
+        vec![net("198.19.1.0", 25)],
+        vec![net("198.19.2.0", 25)],
+        &mut p.rng,
+    )
+    .unwrap();
+    p.i_to_r(|_| 1);
+    p.r_to_i(|_| 1);
+    assert!(p.i_events.iter().any(|e| matches!(e, Event::Failed { notify: Some(n), .. } if *n == ike_wire::NotifyType::NO_PROPOSAL_CHOSEN)));
+    // The responder starts one with PFS (ECP-256); the initiator accepts
+    // the peer's key exchange although it requires none.
+    let r = p.r.as_mut().unwrap();
+    let old = Pair::children(&p.r_events)[0].spi_in;
+    r.rekey_child(p.now, old, &mut p.rng).unwrap();
+    let t = r.poll_transmit().unwrap();
+    p.i.handle(p.now, R_ADDR.parse().unwrap(), &t.data, &mut p.rng);
+    let back = p.i.poll_transmit().unwrap();
+    let m = ike_wire::Message::parse(&back.data).unwrap();
+    assert_eq!(m.payloads.len(), 1, "encrypted");
+    p.r.as_mut()
+        .unwrap()
+        .handle(p.now, I_ADDR.parse().unwrap(), &back.data, &mut p.rng);
+    p.drain();
+    let (ic, rc) = (Pair::children(&p.i_events), Pair::children(&p.r_events));
+    assert_eq!((ic.len(), rc.len()), (2, 2));
+    assert_eq!(
+        *ic[1].encr_out, *rc[1].encr_in,
+        "the same PFS keys both sides"
+    );
+    assert_eq!(*ic[1].encr_in, *rc[1].encr_out);
+    assert_ne!(*ic[1].encr_in, *ic[0].encr_in);
 }

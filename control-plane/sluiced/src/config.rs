@@ -233,16 +233,46 @@ pub(crate) fn parse_ike_proposal(s: &str) -> Result<IkeProposal, String> {
 /// Parses ESP proposals, strongSwan syntax, comma-separated, preferred
 /// first: `aes128gcm16`, `aes256gcm16`, `aes128-sha256`, `aes256-sha256`,
 /// `chacha20poly1305` (an optional `-noesn` suffix is accepted).
+/// DH group tokens as strongSwan writes them.
+fn dh_group(t: &str) -> Option<DhGroup> {
+    match t {
+        "x25519" | "curve25519" => Some(DhGroup::Curve25519),
+        "ecp256" => Some(DhGroup::Ecp256),
+        "ecp384" => Some(DhGroup::Ecp384),
+        "modp2048" => Some(DhGroup::Modp2048),
+        "modp3072" => Some(DhGroup::Modp3072),
+        _ => None,
+    }
+}
+
+/// The ESP proposal without a trailing DH group token (PFS).
+fn strip_dh(p: &str) -> &str {
+    let p = p.trim().trim_end_matches("-noesn");
+    match p.rsplit_once('-') {
+        Some((head, g)) if dh_group(g).is_some() => head,
+        _ => p,
+    }
+}
+
+/// The PFS group of an ESP proposal string (`aes128gcm16-ecp256`): the
+/// group named by its first proposal that names one (RFC 7296 §1.3.1).
+pub(crate) fn parse_pfs(s: &str) -> Result<Option<DhGroup>, String> {
+    Ok(s.split(',').find_map(|p| {
+        let p = p.trim().trim_end_matches("-noesn");
+        p.rsplit_once('-').and_then(|(_, g)| dh_group(g))
+    }))
+}
+
 pub(crate) fn parse_esp_proposal(s: &str) -> Result<Vec<EspProposal>, String> {
     s.split(',')
-        .map(|p| match p.trim().trim_end_matches("-noesn") {
+        .map(|p| match strip_dh(p) {
             "aes128gcm16" => Ok(EspProposal::AesGcm16 { bits: 128 }),
             "aes256gcm16" => Ok(EspProposal::AesGcm16 { bits: 256 }),
             "aes128-sha256" => Ok(EspProposal::AesCbcHmacSha256 { bits: 128 }),
             "aes256-sha256" => Ok(EspProposal::AesCbcHmacSha256 { bits: 256 }),
             "chacha20poly1305" => Ok(EspProposal::ChaCha20Poly1305),
             other => Err(format!(
-                "ESP proposal {other:?}: supported are aes128gcm16, aes256gcm16, aes128-sha256, aes256-sha256, chacha20poly1305"
+                "ESP proposal {other:?}: supported are aes128gcm16, aes256gcm16, aes128-sha256, aes256-sha256, chacha20poly1305, each optionally followed by a PFS group (-x25519, -ecp256, -ecp384, -modp2048, -modp3072)"
             )),
         })
         .collect()
@@ -369,6 +399,7 @@ impl File {
                     ike: parse_ike_proposal(&c.ike_proposal).map_err(ctx)?,
                     esp: parse_esp_proposal(&c.esp_proposal).map_err(ctx)?,
                     children,
+                    pfs: parse_pfs(&c.esp_proposal).map_err(ctx)?,
                     retransmit: Retransmit {
                         initial: Duration::from_millis(c.retransmit_initial_ms.max(10)),
                         max: Duration::from_secs(64),
@@ -384,6 +415,28 @@ impl File {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn esp_proposals_with_a_pfs_group() {
+        let v = parse_esp_proposal("aes128gcm16-ecp256, aes256-sha256-noesn").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                EspProposal::AesGcm16 { bits: 128 },
+                EspProposal::AesCbcHmacSha256 { bits: 256 }
+            ]
+        );
+        assert_eq!(
+            parse_pfs("aes128gcm16-ecp256, aes256-sha256").unwrap(),
+            Some(DhGroup::Ecp256)
+        );
+        assert_eq!(parse_pfs("aes128gcm16").unwrap(), None);
+        assert_eq!(
+            parse_pfs("aes256gcm16-modp3072").unwrap(),
+            Some(DhGroup::Modp3072)
+        );
+        assert!(parse_esp_proposal("aes128gcm16-ecp999").is_err());
+    }
 
     #[test]
     fn default_config_is_valid() {
