@@ -38,6 +38,7 @@ remote_id = "$rid"
 psk = "sluice-interop-psk-0123456789"
 start_action = "$start"
 rekey_time = ${REKEY_TIME:-3600}
+${CONN_EXTRA:-}
 EOT
   local i=0
   while [ $# -ge 2 ]; do
@@ -135,7 +136,7 @@ two_up() { # queues per veth
   rm -rf "$W"; mkdir -p "$W/a" "$W/b"
   sluiced_conf "$W/b.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test none "$W/b/sa-table" \
     198.19.2.0/24 198.19.1.0/24 2001:db8:2::/64 2001:db8:1::/64
-  REKEY_TIME=${REKEY_A:-3600} sluiced_conf "$W/a.toml" site-b 198.18.0.1 198.18.0.2 a.psw.test b.psw.test "${START_A:-initiate}" "$W/a/sa-table" \
+  CONN_EXTRA=${CONN_EXTRA_A:-} REKEY_TIME=${REKEY_A:-3600} sluiced_conf "$W/a.toml" site-b 198.18.0.1 198.18.0.2 a.psw.test b.psw.test "${START_A:-initiate}" "$W/a/sa-table" \
     198.19.1.0/24 198.19.2.0/24 2001:db8:1::/64 2001:db8:2::/64
   start_bg $sB "$W/b.log" "$SLUICED" --config "$W/b.toml"
   wait_for 5 "$W/b.log" 'listening.*4500' || return 1

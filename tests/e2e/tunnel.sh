@@ -28,12 +28,13 @@ declare -A WHAT=(
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
   [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey): no stall"
   [rekey-two]="CHILD SAs (IPv4 and IPv6) rekeyed every ~2 s by appliance A under iperf3 traffic: no stall, no ESP drops"
+  [rekey-volume]="lifetime_bytes = 300 MB on appliance A: CHILD SAs rekeyed at 9/10 of it under iperf3 traffic, before the hard limit, no stall"
   [trap-on-traffic]="appliance A with start_action = trap: the first packet hits a trap policy, sluice-dp reports it, sluiced initiates; IPv4 and IPv6 then flow"
   [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner), counters equal, no replay drops"
 )
 declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
-  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [trap-on-traffic]=sluice)
-ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two trap-on-traffic)
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [trap-on-traffic]=sluice [rekey-volume]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two rekey-volume trap-on-traffic)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
   exit 0
@@ -167,6 +168,9 @@ for s in "${SCEN[@]}"; do
     trap-on-traffic)
       START_A=trap two_up 1 || ok=0
       ;;
+    rekey-volume)
+      CONN_EXTRA_A='lifetime_bytes = 300000000' two_up 1 || ok=0
+      ;;
   esac
   if [ $ok = 1 ]; then
     case $s in
@@ -268,6 +272,19 @@ for s in "${SCEN[@]}"; do
             [ "$v" = 0 ] || ok=0
           done
           [ -n "$(sa_spi "$t" in)" ] || { echo "    no inbound SA left"; ok=0; }
+        done
+        ;;
+      rekey-volume)
+        CLIENT=$hA
+        pings $hA 3 198.19.1.2 198.19.2.2 > /dev/null
+        r=$(IPERF_SECONDS=8 iperf $hA $hB 198.19.2.2); echo "    iperf3 198.19.1.2 -> 198.19.2.2 for 8 s: $r Mbit/s"
+        awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
+        soft=$(grep -c 'soft volume limit' "$W/a.log"); hard=$(grep -c 'hard lifetime' "$W/a.log")
+        echo "    rekeys at the soft volume limit: $soft; deletions at the hard limit: $hard"
+        grep -m1 'soft volume limit' "$W/a.log" | sed 's/.*daemon: /    A: /'
+        [ "$soft" -ge 1 ] && [ "$hard" = 0 ] || ok=0
+        for t in "$W/b/sa-table" "$W/a/sa-table"; do
+          v=$(dp_counter "$t" no_sa); [ "$v" = 0 ] || { echo "    no_sa=$v"; ok=0; }
         done
         ;;
       trap-on-traffic)

@@ -34,10 +34,11 @@ declare -A WHAT=(
   [rekey-ike-both]="IKE SA rekeyed by strongSwan (swanctl --rekey --ike) and then by sluiced (ike_rekey_time = 4): new IKE SPIs, CHILD SA kept, SIGTERM still deletes cleanly"
   [rekey-child-both]="CHILD SA rekeyed by strongSwan (swanctl --rekey --child) and by sluiced (rekey_time = 4): new SPIs and keys equal on both sides"
   [rekey-child-pfs]="CHILD SA rekeys with PFS (ESP_PROPOSALS=aes128gcm16-ecp256, a KE in CREATE_CHILD_SA) started by strongSwan and by sluiced"
+  [lifetime-hard]="rekey_time = 0, lifetime = 3: sluiced deletes the CHILD SA at its hard lifetime; strongSwan and the table lose it"
   [cookie-by-sluiced]="sluiced demands a COOKIE (cookie_threshold = 0): strongSwan retries IKE_SA_INIT with it and the tunnel comes up"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs cookie-by-sluiced keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -230,6 +231,20 @@ for s in "${SCEN[@]}"; do
       kill -TERM "$SLPID"; wait "$SLPID"; SLPID=""
       sleep 0.3
       [ -z "$("$PAIR" sw A --list-sas 2>/dev/null | grep psw)" ] || { echo "strongSwan still has an IKE SA after SIGTERM"; ok=0; }
+      ;;
+    lifetime-hard)
+      config 'rekey_time = 0' 'lifetime = 3'
+      sed -i 's/^rekey_time = 0 lifetime = 3$/rekey_time = 0\nlifetime = 3/' "$W/sluiced.toml"
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      wait_log 'hard lifetime' 6 || { echo "no hard expiry"; ok=0; }
+      wait_log 'CHILD_SA deleted' 3 || ok=0
+      grep -m1 'hard lifetime' "$W/log" | sed 's/.*daemon: /    sluiced: /'
+      sleep 0.3
+      [ -z "$(table_spi in)$(table_spi out)" ] || { echo "SAs left in the table"; ok=0; }
+      "$PAIR" sw A --list-sas 2>/dev/null | grep -q 'INSTALLED' && { echo "strongSwan still has the CHILD SA"; ok=0; }
+      "$PAIR" sw A --list-sas 2>/dev/null | grep -q 'ESTABLISHED' || { echo "the IKE SA should stay"; ok=0; }
       ;;
     rekey-child-both|rekey-child-pfs)
       ESP_PROPOSALS=$esp_env config 'rekey_time = 4'

@@ -128,10 +128,20 @@ pub(crate) struct Connection {
     /// Transmissions of a request before the peer is declared dead.
     #[serde(default = "default_rt_tries")]
     pub(crate) retransmit_tries: u32,
+    /// Hard lifetime of a CHILD SA in seconds: deleted then if it was not
+    /// rekeyed before.
+    #[serde(default = "default_lifetime")]
+    pub(crate) lifetime: u64,
+    /// Hard lifetime in bytes (either direction), 0 = none.
+    #[serde(default)]
+    pub(crate) lifetime_bytes: u64,
+    /// Hard lifetime in packets (either direction), 0 = none.
+    #[serde(default)]
+    pub(crate) lifetime_packets: u64,
     /// Seconds after which a CHILD SA is rekeyed (less up to 10% jitter);
-    /// 0 = never.
-    #[serde(default = "default_rekey_time")]
-    pub(crate) rekey_time: u64,
+    /// unset: 9/10 of `lifetime`; 0 = never.
+    #[serde(default)]
+    pub(crate) rekey_time: Option<u64>,
     /// Seconds after which the IKE SA is rekeyed (less up to 10% jitter);
     /// 0 = never.
     #[serde(default = "default_ike_rekey_time")]
@@ -162,8 +172,8 @@ fn default_esp() -> String {
 fn default_ike_rekey_time() -> u64 {
     14400
 }
-fn default_rekey_time() -> u64 {
-    3600
+fn default_lifetime() -> u64 {
+    3960
 }
 fn default_dpd() -> u64 {
     30
@@ -309,6 +319,17 @@ fn identity(s: &str) -> Result<Identity, String> {
     }
 }
 
+/// CHILD SA lifetimes beyond the rekey time (RFC 4301 §4.4.2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ChildLife {
+    /// Deleted this long after installation unless rekeyed.
+    pub(crate) hard: Option<Duration>,
+    /// Bytes (either direction) at which it is deleted; rekeyed at 9/10.
+    pub(crate) hard_bytes: u64,
+    /// Packets likewise.
+    pub(crate) hard_packets: u64,
+}
+
 /// A connection ready for ike-proto.
 pub(crate) struct Resolved {
     /// Name.
@@ -321,8 +342,11 @@ pub(crate) struct Resolved {
     pub(crate) start: StartAction,
     /// DPD interval.
     pub(crate) dpd: Option<Duration>,
-    /// CHILD SA rekey interval.
+    /// CHILD SA rekey interval (soft lifetime in time).
     pub(crate) rekey_time: Option<Duration>,
+    /// CHILD SA lifetimes: hard seconds, and soft/hard bytes and packets
+    /// (0 = none; soft = 9/10 of hard).
+    pub(crate) life: ChildLife,
     /// IKE SA rekey interval.
     pub(crate) ike_rekey_time: Option<Duration>,
     /// The protocol configuration.
@@ -389,7 +413,16 @@ impl File {
                 remote: c.remote_addr,
                 start: c.start_action,
                 dpd: (c.dpd_delay > 0).then(|| Duration::from_secs(c.dpd_delay)),
-                rekey_time: (c.rekey_time > 0).then(|| Duration::from_secs(c.rekey_time)),
+                rekey_time: match c.rekey_time {
+                    Some(0) => None,
+                    Some(t) => Some(Duration::from_secs(t)),
+                    None => (c.lifetime > 0).then(|| Duration::from_secs(c.lifetime * 9 / 10)),
+                },
+                life: ChildLife {
+                    hard: (c.lifetime > 0).then(|| Duration::from_secs(c.lifetime)),
+                    hard_bytes: c.lifetime_bytes,
+                    hard_packets: c.lifetime_packets,
+                },
                 ike_rekey_time: (c.ike_rekey_time > 0)
                     .then(|| Duration::from_secs(c.ike_rekey_time)),
                 ike: ike_proto::Config {

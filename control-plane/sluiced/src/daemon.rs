@@ -38,6 +38,14 @@ struct Installed {
     policies: Vec<PolicyId>,
     /// When to rekey it (lifetime minus jitter), until a rekey is asked for.
     rekey_at: Option<Instant>,
+    /// Hard lifetime: deleted then unless replaced.
+    expire_at: Option<Instant>,
+    /// Volume limits (bytes, packets; 0 = none): rekey at soft, delete at
+    /// hard.
+    soft: (u64, u64),
+    hard: (u64, u64),
+    /// A rekey of it was asked for.
+    rekeying: bool,
     /// Rekeyed by the peer: the new outbound SA its policies move to once
     /// the peer deletes this CHILD SA.
     successor: Option<SaHandle>,
@@ -80,6 +88,7 @@ struct Daemon2 {
     cookies: ike_proto::cookie::CookieJar,
     dos: DosStats,
     dos_logged: Instant,
+    volume_checked: Instant,
     half_open_timeout: Duration,
     /// Inbound SAs of rekeyed CHILD SAs, deleted at these times.
     lingering: Vec<(Instant, SaHandle)>,
@@ -131,6 +140,7 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
         },
         dos: DosStats::default(),
         dos_logged: Instant::now(),
+        volume_checked: Instant::now(),
         half_open_timeout: Duration::from_secs(cfg.half_open_timeout.max(1)),
         lingering: Vec::new(),
         traps: HashMap::new(),
@@ -582,6 +592,10 @@ impl Daemon2 {
     }
 
     fn timers(&mut self, now: Instant) {
+        let volume_check = now.duration_since(self.volume_checked) >= Duration::from_millis(250);
+        if volume_check {
+            self.volume_checked = now;
+        }
         if now.duration_since(self.dos_logged) >= Duration::from_secs(10) {
             self.log_dos(now);
         }
@@ -626,12 +640,48 @@ impl Daemon2 {
                 self.pump(id);
                 continue;
             }
+            // Volume lifetimes, from the data plane's counters, every 250 ms.
+            let check_volume = volume_check;
+            let mut expired = Vec::new();
+            for c in e.children.iter_mut().filter(|c| !c.replaced) {
+                let used = if check_volume && (c.hard != (0, 0)) {
+                    let a = self.writer.sa_counters(c.h_in).unwrap_or_default();
+                    let b = self.writer.sa_counters(c.h_out).unwrap_or_default();
+                    (a.bytes.max(b.bytes), a.packets.max(b.packets))
+                } else {
+                    (0, 0)
+                };
+                let over = |limit: u64, v: u64| limit > 0 && v >= limit;
+                if c.expire_at.is_some_and(|t| t <= now)
+                    || over(c.hard.0, used.0)
+                    || over(c.hard.1, used.1)
+                {
+                    c.expire_at = None;
+                    c.hard = (0, 0);
+                    expired.push(c.spi_in);
+                } else if !c.rekeying && (over(c.soft.0, used.0) || over(c.soft.1, used.1)) {
+                    info!(
+                        "CHILD_SA {:08x}_i reached its soft volume limit ({} bytes, {} packets)",
+                        c.spi_in, used.0, used.1
+                    );
+                    c.rekey_at = Some(now);
+                }
+            }
+            if !expired.is_empty() && e.sa.state() == State::Established {
+                for spi in expired {
+                    warn!("CHILD_SA {spi:08x}_i reached its hard lifetime: deleting it");
+                    let _ = e.sa.delete_child(now, spi, &mut self.rng);
+                }
+                self.pump(id);
+                continue;
+            }
             let due: Vec<u32> = e
                 .children
                 .iter_mut()
-                .filter(|c| c.rekey_at.is_some_and(|t| t <= now))
+                .filter(|c| !c.rekeying && c.rekey_at.is_some_and(|t| t <= now))
                 .map(|c| {
                     c.rekey_at = None;
+                    c.rekeying = true;
                     c.spi_in
                 })
                 .collect();
@@ -905,6 +955,8 @@ impl Daemon2 {
                 let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
                 Instant::now() + t - jitter
             });
+            let life = self.conns.get(e.conn).map(|c| c.life).unwrap_or_default();
+            let soft = |h: u64| h / 10 * 9;
             e.children.push(Installed {
                 spi_in: c.spi_in,
                 spi_out: c.spi_out,
@@ -912,6 +964,10 @@ impl Daemon2 {
                 h_out,
                 policies,
                 rekey_at,
+                expire_at: life.hard.map(|t| Instant::now() + t),
+                soft: (soft(life.hard_bytes), soft(life.hard_packets)),
+                hard: (life.hard_bytes, life.hard_packets),
+                rekeying: false,
                 successor: None,
                 replaced: false,
             });

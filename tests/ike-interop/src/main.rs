@@ -104,6 +104,7 @@ fn run() -> Result<(), String> {
             local_ts: vec![cidr(&opt(&args, "--local-ts")?)?],
             remote_ts: vec![cidr(&opt(&args, "--remote-ts")?)?],
         }],
+        pfs: None,
         retransmit: match opt(&args, "--retransmit") {
             // "INITIAL_MS,TRIES", shorter than the defaults for tests.
             Ok(r) => {
