@@ -1785,7 +1785,7 @@ impl IkeSa {
             return refuse(self, NotifyType::NO_PROPOSAL_CHOSEN, vec![], rng);
         };
         let (Some((g, peer_pub)), Some(ni)) = (peer_ke, ni) else {
-            return Err(Error::Unexpected("IKE SA rekey without KE or nonce"));
+            return refuse(self, NotifyType::INVALID_SYNTAX, vec![], rng);
         };
         if g != group.id() {
             return refuse(
@@ -1797,7 +1797,11 @@ impl IkeSa {
         }
         let ke = KeyExchange::new(group).map_err(Error::Crypto)?;
         let our_pub = ke.public().to_vec();
-        let g_ir = ke.agree(&peer_pub).map_err(Error::Crypto)?;
+        // A public value that fails validation is answered, not dropped:
+        // the message ID is spent either way.
+        let Ok(g_ir) = ke.agree(&peer_pub) else {
+            return refuse(self, NotifyType::INVALID_SYNTAX, vec![], rng);
+        };
         let spi_r = random_u64(rng);
         let nr = random_vec(rng, 32);
         let mut sa = self.ike_sa_payload(&[group]);
