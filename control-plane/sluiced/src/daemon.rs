@@ -592,7 +592,7 @@ impl Daemon2 {
     }
 
     fn timers(&mut self, now: Instant) {
-        let volume_check = now.duration_since(self.volume_checked) >= Duration::from_millis(250);
+        let volume_check = now.duration_since(self.volume_checked) >= Duration::from_millis(100);
         if volume_check {
             self.volume_checked = now;
         }
@@ -640,7 +640,7 @@ impl Daemon2 {
                 self.pump(id);
                 continue;
             }
-            // Volume lifetimes, from the data plane's counters, every 250 ms.
+            // Volume lifetimes, from the data plane's counters, every 100 ms.
             let check_volume = volume_check;
             let mut expired = Vec::new();
             for c in e.children.iter_mut().filter(|c| !c.replaced) {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "SLUICESA" in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"SLUICESA");
 /// Bumped on any incompatible change of this file's types.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 /// Size of the header region.
 pub const HEADER_SIZE: usize = 4096;
 /// Reader thread slots (data-plane workers and tools).
@@ -213,11 +213,14 @@ pub enum DpEvent {
     IoFillEmpty = 10,
     /// Invalid descriptors the kernel found on the TX ring.
     IoTxInvalid = 11,
+    /// An inbound frame for an SA owned by another worker was dropped: the
+    /// owner's handoff queue (or the buffer pool) was full.
+    HandoffFull = 12,
 }
 
 impl DpEvent {
     /// Number of events.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Every event, in counter order.
     pub const ALL: [DpEvent; DpEvent::COUNT] = [
         DpEvent::NoPolicy,
@@ -232,6 +235,7 @@ impl DpEvent {
         DpEvent::IoRxRingFull,
         DpEvent::IoFillEmpty,
         DpEvent::IoTxInvalid,
+        DpEvent::HandoffFull,
     ];
 
     /// Name for logs and metrics.
@@ -249,6 +253,7 @@ impl DpEvent {
             DpEvent::IoRxRingFull => "io_rx_ring_full",
             DpEvent::IoFillEmpty => "io_fill_empty",
             DpEvent::IoTxInvalid => "io_tx_invalid",
+            DpEvent::HandoffFull => "handoff_full",
         }
     }
 }

@@ -612,7 +612,7 @@ impl<I: PacketIo> Worker<I> {
         if handed {
             self.snap.handoff += 1;
         } else {
-            self.event(DpEvent::TxFull, 1);
+            self.event(DpEvent::HandoffFull, 1);
         }
         self.io.free(&[d]);
         Ok(None)
