@@ -65,6 +65,19 @@ DP=$ROOT/target/release/sluice-dp
 # So is a frame whose SA's owner worker has a full handoff queue (handoff_full).
 io() { local t=0 k; for k in io_rx_dropped io_rx_ring_full io_fill_empty handoff_full; do t=$((t + $(dp_counter "$1" $k))); done; echo $t; }
 
+# Sluice to Sluice: what A sent on its SAs B received, and the other way round,
+# except what the receiver counted as dropped before its workers.
+appliance_counters_agree() {
+  local ao bi bo ai ia ib
+  ao=$(sa_packets "$W/a/sa-table" out); bi=$(sa_packets "$W/b/sa-table" in)
+  bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
+  ia=$(io "$W/a/sa-table"); ib=$(io "$W/b/sa-table")
+  echo "    packets: A out $ao / B in $bi (dropped at B below its workers or at a full handoff: $ib); B out $bo / A in $ai (at A: $ia)"
+  [ "$ao" -gt 1000 ] && [ "$bo" -gt 1000 ] || return 1
+  [ "$ao" -ge "$bi" ] && [ $((ao - bi)) -le "$ib" ] && [ "$bo" -ge "$ai" ] && [ $((bo - ai)) -le "$ia" ] ||
+    { echo "    counters disagree beyond the counted drops"; return 1; }
+}
+
 traffic_checks() { # sets ok=0 on failure
   local r rh ra so0 si0 wi0 wo0 so si wi wo d0 d1
   # The first packet each way waits for ARP (dropped, counted as
@@ -234,12 +247,7 @@ for s in "${SCEN[@]}"; do
           awk -v r="$r" 'BEGIN { exit !(r > 1) }' || ok=0
         done
         sleep 0.5
-        ao=$(sa_packets "$W/a/sa-table" out); bi=$(sa_packets "$W/b/sa-table" in)
-        bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
-        ia=$(io "$W/a/sa-table"); ib=$(io "$W/b/sa-table")
-        echo "    packets: A out $ao / B in $bi (dropped at B below its workers or at a full handoff: $ib); B out $bo / A in $ai (at A: $ia)"
-        [ "$ao" -gt 1000 ] && [ "$bo" -gt 1000 ] || ok=0
-        [ "$ao" -ge "$bi" ] && [ $((ao - bi)) -le "$ib" ] && [ "$bo" -ge "$ai" ] && [ $((bo - ai)) -le "$ia" ] || { echo "    counters disagree beyond the counted drops"; ok=0; }
+        appliance_counters_agree || ok=0
         ;;
       rekey-sw|rekey-two)
         if [ $s = rekey-sw ]; then
@@ -325,12 +333,7 @@ for s in "${SCEN[@]}"; do
             v=$(dp_counter "$W/$side/sa-table" $k); [ "$v" = 0 ] || { echo "    $side: $k=$v"; ok=0; }
           done
         done
-        ao=$(sa_packets "$W/a/sa-table" out); bi=$(sa_packets "$W/b/sa-table" in)
-        bo=$(sa_packets "$W/b/sa-table" out); ai=$(sa_packets "$W/a/sa-table" in)
-        ia=$(io "$W/a/sa-table"); ib=$(io "$W/b/sa-table")
-        echo "    packets: A out $ao / B in $bi (dropped at B below its workers or at a full handoff: $ib); B out $bo / A in $ai (at A: $ia)"
-        [ "$ao" -gt 1000 ] && [ "$bo" -gt 1000 ] || ok=0
-        [ "$ao" -ge "$bi" ] && [ $((ao - bi)) -le "$ib" ] && [ "$bo" -ge "$ai" ] && [ $((bo - ai)) -le "$ia" ] || { echo "    counters disagree beyond the counted drops"; ok=0; }
+        appliance_counters_agree || ok=0
         ;;
     esac
   fi

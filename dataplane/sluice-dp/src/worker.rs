@@ -131,7 +131,9 @@ impl Shared {
 
 /// Outcome of classifying an inside frame.
 enum Out {
-    Protect(SaHandle),
+    /// Encrypt with this SA; the IP packet's own length (without the
+    /// frame's padding).
+    Protect(SaHandle, u32),
     Clear,
     TooBig(u32),
     /// Encrypt as IPv4 fragments of at most this many bytes each.
@@ -764,7 +766,7 @@ impl<I: PacketIo> Worker<I> {
                     }
                     return Out::Drop(DropReason::NoTailroom);
                 }
-                Out::Protect(h)
+                Out::Protect(h, info.len as u32)
             }
             Some(PolicyMatch::ProtectNoSa(p)) => {
                 let _ = self.shared.acquire.push(p.0);
@@ -792,7 +794,13 @@ impl<I: PacketIo> Worker<I> {
         let mut clear: ArrayVec<Desc, BURST> = ArrayVec::new();
         for &d in descs {
             match self.classify_outbound(d, fib) {
-                Out::Protect(h) => {
+                Out::Protect(h, ip_len) => {
+                    // From here on the frame is exactly Ethernet + the IP
+                    // packet (no padding of short frames).
+                    let d = Desc {
+                        len: ETH_HDR as u32 + ip_len,
+                        ..d
+                    };
                     if plan.try_push((d, h)).is_err() {
                         self.drop_pkt(d, DropReason::NoHeadroom);
                     }
@@ -851,15 +859,10 @@ impl<I: PacketIo> Worker<I> {
                 lost.push(*d);
                 continue;
             }
-            // Only the IP packet: its length, not the frame's padding.
-            let ip_len = chunk
-                .get(l3..l3 + len)
-                .and_then(pkt::inner)
-                .map_or(len, |i| i.len);
             items.push(EncapItem::new(
                 osa,
                 &sa.hot().seq,
-                PacketBuf::new(chunk, l3, ip_len),
+                PacketBuf::new(chunk, l3, len),
             ));
             kept.push((*d, *h));
         }
