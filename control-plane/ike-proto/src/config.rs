@@ -3,8 +3,10 @@
 use ike_crypto::ke::DhGroup;
 use ike_crypto::prf::Prf;
 use ike_crypto::sk::Suite;
+use ike_pki::{CertInfo, Credential, TrustStore};
 use ike_wire::{IdType, TrafficSelector, TsType};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -49,6 +51,67 @@ impl Identity {
             }
         }
     }
+}
+
+impl Identity {
+    /// Whether a certificate carries this identity (RFC 4945 §3.1): a DN
+    /// as its subject, anything else in its subjectAltName.
+    pub fn in_cert(&self, cert: &CertInfo) -> bool {
+        match self {
+            Identity::Dn(d) => crate::dn::equal(d, &cert.subject_der),
+            Identity::Fqdn(s) => cert.dns.iter().any(|n| n.eq_ignore_ascii_case(s)),
+            Identity::Email(s) => cert.emails.iter().any(|n| n.eq_ignore_ascii_case(s)),
+            Identity::Addr(a) => cert.ips.contains(a),
+        }
+    }
+
+    /// The identity an ID payload names, if it is a kind we know.
+    pub fn from_payload(id_type: IdType, data: &[u8]) -> Option<Identity> {
+        let text = || String::from_utf8(data.to_vec()).ok();
+        match id_type {
+            IdType::FQDN => text().map(Identity::Fqdn),
+            IdType::RFC822_ADDR => text().map(Identity::Email),
+            IdType::IPV4_ADDR => <[u8; 4]>::try_from(data)
+                .ok()
+                .map(|a| Identity::Addr(IpAddr::from(a))),
+            IdType::IPV6_ADDR => <[u8; 16]>::try_from(data)
+                .ok()
+                .map(|a| Identity::Addr(IpAddr::from(a))),
+            IdType::DER_ASN1_DN => Some(Identity::Dn(data.to_vec())),
+            _ => None,
+        }
+    }
+}
+
+/// How we prove our identity (RFC 7296 §2.15).
+#[derive(Clone)]
+pub enum LocalAuth {
+    /// A pre-shared key (AUTH method 2).
+    Psk(Zeroizing<Vec<u8>>),
+    /// A signature with our certificate's key (methods 9/10 or RFC 7427).
+    PubKey(Arc<Credential>),
+}
+
+/// How the peer must prove its identity.
+#[derive(Clone)]
+pub enum RemoteAuth {
+    /// The same pre-shared key.
+    Psk(Zeroizing<Vec<u8>>),
+    /// A signature by a certificate that validates to these CAs and
+    /// carries the peer's identity.
+    PubKey(Arc<TrustStore>),
+}
+
+/// When we send our certificate (strongSwan's `send_cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendCert {
+    /// When the peer sent a CERTREQ (RFC 7296 §3.7 allows it anyway).
+    #[default]
+    IfAsked,
+    /// Always.
+    Always,
+    /// Never: the peer must have it already.
+    Never,
 }
 
 impl std::fmt::Display for Identity {
@@ -369,8 +432,12 @@ pub struct Config {
     pub local_id: Identity,
     /// The identity the peer must prove.
     pub remote_id: Identity,
-    /// Pre-shared key (RFC 7296 §2.15).
-    pub psk: Zeroizing<Vec<u8>>,
+    /// How we authenticate.
+    pub local_auth: LocalAuth,
+    /// How the peer must.
+    pub remote_auth: RemoteAuth,
+    /// When our certificate chain goes into IKE_AUTH.
+    pub send_cert: SendCert,
     /// IKE proposal.
     pub ike: IkeProposal,
     /// Acceptable ESP transforms for CHILD SAs, preferred first: all are

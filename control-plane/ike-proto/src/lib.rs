@@ -23,7 +23,10 @@ pub mod sa;
 
 pub mod cookie;
 pub mod dn;
-pub use config::{ChildConfig, Config, EspProposal, Identity, IkeProposal, Retransmit, Selector};
+pub use config::{
+    ChildConfig, Config, EspProposal, Identity, IkeProposal, LocalAuth, RemoteAuth, Retransmit,
+    Selector, SendCert,
+};
 pub use sa::{nat_hash, IkeSa, Role, State};
 
 use core::fmt;
@@ -194,6 +197,8 @@ pub enum Error {
     Unexpected(&'static str),
     /// Internal state missing.
     State(&'static str),
+    /// We cannot produce our AUTH payload (key, peer's hash algorithms).
+    Auth(String),
 }
 
 impl fmt::Display for Error {
@@ -205,6 +210,7 @@ impl fmt::Display for Error {
             Error::Rejected(n, _) => write!(f, "request refused with {n}"),
             Error::Unexpected(m) => write!(f, "unexpected: {m}"),
             Error::State(m) => write!(f, "state: {m}"),
+            Error::Auth(m) => write!(f, "authentication: {m}"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! CHILD_SA, as initiator or responder; retransmission and response
 //! caching (RFC 7296 §1.2, §2.1-§2.2, §2.9, §2.14-§2.17, §2.23).
 
-use crate::config::{Config, EspProposal, Selector};
+use crate::config::{Config, EspProposal, Identity, LocalAuth, RemoteAuth, Selector, SendCert};
 use crate::{ChildSa, Error, Event, Random, Transmit};
 use ike_crypto::ke::{DhGroup, KeyExchange};
 use ike_crypto::keys::{
@@ -129,6 +129,12 @@ pub struct IkeSa {
     local: SocketAddr,
     remote: SocketAddr,
     nat_detected: bool,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4); empty when it
+    /// sent none.
+    peer_hashes: Vec<u16>,
+    /// The CA key hashes of the peer's CERTREQ payloads (RFC 7296 §3.7),
+    /// `Some` once it sent any.
+    peer_certreq: Option<Vec<u8>>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -237,6 +243,30 @@ fn first_error_notify(payloads: &[Payload]) -> Option<NotifyType> {
     })
 }
 
+/// Most CERTREQ bytes kept from a peer (64 CA key hashes).
+const MAX_CERTREQ: usize = 20 * 64;
+
+/// Our SIGNATURE_HASH_ALGORITHMS notify (RFC 7427 §4): SHA2-256/384/512.
+fn sig_hash_notify() -> Payload {
+    let data = ike_pki::Hash::ALL
+        .iter()
+        .flat_map(|h| h.id().to_be_bytes())
+        .collect();
+    notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, data)
+}
+
+/// The hash IDs of a peer's SIGNATURE_HASH_ALGORITHMS notify.
+fn peer_hashes(payloads: &[Payload]) -> Vec<u16> {
+    find_notify(payloads, NotifyType::SIGNATURE_HASH_ALGORITHMS)
+        .map(|d| {
+            d.chunks_exact(2)
+                .take(32)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn integ_id(i: Integ) -> u16 {
     match i {
         Integ::HmacSha256_128 => IntegId::HMAC_SHA2_256_128.0,
@@ -291,6 +321,8 @@ impl IkeSa {
             local,
             remote,
             nat_detected: false,
+            peer_hashes: Vec::new(),
+            peer_certreq: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             cfg,
@@ -452,6 +484,7 @@ impl IkeSa {
             NotifyType::NAT_DETECTION_DESTINATION_IP,
             nat_hash(self.spi_i, 0, self.remote),
         ));
+        payloads.push(sig_hash_notify());
         let m = Message {
             header: Header {
                 spi_i: self.spi_i,
@@ -581,12 +614,13 @@ impl IkeSa {
             return Ok(sa);
         }
         sa.detect_nat(&m.payloads);
+        sa.peer_hashes = peer_hashes(&m.payloads);
         let ke = KeyExchange::new(want).map_err(Error::Crypto)?;
         let our_pub = ke.public().to_vec();
         let g_ir = ke.agree(&peer_pub).map_err(Error::Crypto)?;
         sa.nr = random_vec(rng, 32);
         sa.derive(&g_ir)?;
-        let payloads = vec![
+        let mut payloads = vec![
             sa.ike_sa_payload(&[want]),
             Payload::new(
                 PayloadType::KE,
@@ -605,6 +639,8 @@ impl IkeSa {
                 nat_hash(sa.spi_i, sa.spi_r, sa.remote),
             ),
         ];
+        payloads.extend(sa.certreq_payload());
+        payloads.push(sig_hash_notify());
         let m = Message {
             header: Header {
                 spi_i: sa.spi_i,
@@ -790,66 +826,197 @@ impl IkeSa {
         (Payload::new(ptype, body), id_body)
     }
 
-    fn our_auth(&self, id_body: &[u8]) -> Result<Payload, Error> {
+    /// The octets an AUTH payload signs or MACs (RFC 7296 §2.15): ours
+    /// when `ours`, else the peer's.
+    fn signed_octets(&self, ours: bool, id_body: &[u8]) -> Result<Vec<u8>, Error> {
         let k = self.keys.as_ref().ok_or(Error::State("no keys"))?;
         let prf = self.cfg.ike.prf;
-        let octets = match self.role {
-            Role::Initiator => signed_octets(prf, &self.init_req, &self.nr, &k.sk_pi, id_body),
-            Role::Responder => signed_octets(prf, &self.init_resp, &self.ni, &k.sk_pr, id_body),
+        let initiator_signs = ours == (self.role == Role::Initiator);
+        Ok(if initiator_signs {
+            signed_octets(prf, &self.init_req, &self.nr, &k.sk_pi, id_body)
+        } else {
+            signed_octets(prf, &self.init_resp, &self.ni, &k.sk_pr, id_body)
+        })
+    }
+
+    fn our_auth(&mut self, id_body: &[u8]) -> Result<Payload, Error> {
+        let octets = self.signed_octets(true, id_body)?;
+        let (method, data) = match &self.cfg.local_auth {
+            LocalAuth::Psk(psk) => (
+                AuthMethod::PSK,
+                psk_auth(self.cfg.ike.prf, psk, &octets).to_vec(),
+            ),
+            LocalAuth::PubKey(cred) => {
+                let (method, data, scheme) = cred
+                    .sign_auth(&octets, &self.peer_hashes)
+                    .map_err(|e| Error::Auth(e.to_string()))?;
+                self.events.push_back(Event::Log(format!(
+                    "authentication of '{}' (myself) with {scheme}, certificate \"{}\"",
+                    self.cfg.local_id,
+                    cred.leaf().subject
+                )));
+                (AuthMethod(method), data)
+            }
         };
-        let auth = psk_auth(prf, &self.cfg.psk, &octets);
-        Ok(Payload::new(
-            PayloadType::AUTH,
-            Body::Auth {
-                method: AuthMethod::PSK,
-                data: auth.to_vec(),
+        Ok(Payload::new(PayloadType::AUTH, Body::Auth { method, data }))
+    }
+
+    /// Our certificate chain, when we authenticate with one and
+    /// `send_cert` says so.
+    fn cert_payloads(&self) -> Vec<Payload> {
+        let LocalAuth::PubKey(cred) = &self.cfg.local_auth else {
+            return Vec::new();
+        };
+        let send = match self.cfg.send_cert {
+            SendCert::Always => true,
+            SendCert::Never => false,
+            SendCert::IfAsked => self.peer_certreq.is_some(),
+        };
+        if !send {
+            return Vec::new();
+        }
+        cred.chain()
+            .iter()
+            .map(|c| {
+                Payload::new(
+                    PayloadType::CERT,
+                    Body::Cert {
+                        encoding: CertEncoding::X509_SIGNATURE,
+                        data: c.der.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A CERTREQ naming our CAs, when the peer must show a certificate.
+    fn certreq_payload(&self) -> Option<Payload> {
+        let RemoteAuth::PubKey(trust) = &self.cfg.remote_auth else {
+            return None;
+        };
+        Some(Payload::new(
+            PayloadType::CERTREQ,
+            Body::CertReq {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: trust.certreq(),
             },
         ))
     }
 
-    /// Checks the peer's ID against the configuration and its AUTH.
-    fn verify_peer(&self, inner: &[Payload]) -> Result<(), NotifyType> {
+    fn record_certreq(&mut self, payloads: &[Payload]) {
+        for p in payloads {
+            if let Body::CertReq { encoding, data } = &p.body {
+                if *encoding == CertEncoding::X509_SIGNATURE {
+                    let v = self.peer_certreq.get_or_insert_with(Vec::new);
+                    let room = MAX_CERTREQ.saturating_sub(v.len());
+                    v.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+        }
+    }
+
+    /// Checks the peer's ID against the configuration and its AUTH (and,
+    /// with certificates, its chain and that the certificate carries the
+    /// ID). Every refusal is logged with its reason.
+    fn verify_peer(&mut self, inner: &[Payload]) -> Result<(), NotifyType> {
+        match self.check_peer(inner) {
+            Ok(msg) => {
+                self.events.push_back(Event::Log(msg));
+                Ok(())
+            }
+            Err(why) => {
+                self.events
+                    .push_back(Event::Log(format!("peer authentication failed: {why}")));
+                Err(NotifyType::AUTHENTICATION_FAILED)
+            }
+        }
+    }
+
+    fn check_peer(&self, inner: &[Payload]) -> Result<String, String> {
         let want_ptype = if self.role == Role::Initiator {
             PayloadType::IDR
         } else {
             PayloadType::IDI
         };
-        let (id_body, id) = inner
+        let (id_body, id_type, id_data) = inner
             .iter()
             .find(|p| p.ptype == want_ptype)
-            .map(|p| {
-                let mut b = Vec::new();
-                p.body.emit(&mut b);
-                (b, &p.body)
-            })
-            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
-        match id {
-            Body::Id {
-                id_type, data: d, ..
-            } if self.cfg.remote_id.matches(*id_type, d) => {}
-            _ => return Err(NotifyType::AUTHENTICATION_FAILED),
-        }
-        let auth = inner
-            .iter()
-            .find_map(|p| match &p.body {
-                Body::Auth { method, data } if *method == AuthMethod::PSK => Some(data.clone()),
+            .and_then(|p| match &p.body {
+                Body::Id { id_type, data, .. } => {
+                    let mut b = Vec::new();
+                    p.body.emit(&mut b);
+                    Some((b, *id_type, data.as_slice()))
+                }
                 _ => None,
             })
-            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
-        let k = self
-            .keys
-            .as_ref()
-            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
-        let prf = self.cfg.ike.prf;
-        let octets = match self.role {
-            Role::Initiator => signed_octets(prf, &self.init_resp, &self.ni, &k.sk_pr, &id_body),
-            Role::Responder => signed_octets(prf, &self.init_req, &self.nr, &k.sk_pi, &id_body),
-        };
-        let expected = psk_auth(prf, &self.cfg.psk, &octets);
-        if auth_matches(&expected, &auth) {
-            Ok(())
-        } else {
-            Err(NotifyType::AUTHENTICATION_FAILED)
+            .ok_or("no identity payload")?;
+        let peer_id = Identity::from_payload(id_type, id_data)
+            .ok_or_else(|| format!("identity of type {id_type} not supported"))?;
+        if !self.cfg.remote_id.matches(id_type, id_data) {
+            return Err(format!(
+                "peer is '{peer_id}', configured remote_id is '{}'",
+                self.cfg.remote_id
+            ));
+        }
+        let (method, auth) = inner
+            .iter()
+            .find_map(|p| match &p.body {
+                Body::Auth { method, data } => Some((*method, data.as_slice())),
+                _ => None,
+            })
+            .ok_or("no AUTH payload")?;
+        let octets = self
+            .signed_octets(false, &id_body)
+            .map_err(|e| e.to_string())?;
+        match &self.cfg.remote_auth {
+            RemoteAuth::Psk(psk) => {
+                if method != AuthMethod::PSK {
+                    return Err(format!("peer used {method}, a pre-shared key is required"));
+                }
+                let expected = psk_auth(self.cfg.ike.prf, psk, &octets);
+                if !auth_matches(&expected, auth) {
+                    return Err("pre-shared key AUTH does not match".into());
+                }
+                Ok(format!(
+                    "authentication of '{peer_id}' with pre-shared key successful"
+                ))
+            }
+            RemoteAuth::PubKey(trust) => {
+                if method == AuthMethod::PSK {
+                    return Err("peer used a pre-shared key, a certificate is required".into());
+                }
+                let certs: Vec<Vec<u8>> = inner
+                    .iter()
+                    .filter_map(|p| match &p.body {
+                        Body::Cert { encoding, data }
+                            if *encoding == CertEncoding::X509_SIGNATURE =>
+                        {
+                            Some(data.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let (ee, intermediates) = certs
+                    .split_first()
+                    .ok_or("peer sent no certificate (CERT payload)")?;
+                let peer = trust
+                    .verify(ee, intermediates, std::time::SystemTime::now())
+                    .map_err(|e| format!("certificate: {e}"))?;
+                let info = peer.info();
+                if !peer_id.in_cert(info) {
+                    return Err(format!(
+                        "identity '{peer_id}' is not in certificate \"{}\" (subjectAltName: {:?} {:?} {:?})",
+                        info.subject, info.dns, info.emails, info.ips
+                    ));
+                }
+                let scheme = peer
+                    .verify_auth(method.0, auth, &octets)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "authentication of '{peer_id}' with {scheme} successful; certificate \"{}\" (serial {}, until {}) issued by \"{}\", trusted via CA \"{}\"",
+                    info.subject, info.serial, info.not_after, info.issuer, peer.anchor
+                ))
+            }
         }
     }
 
@@ -1111,6 +1278,8 @@ impl IkeSa {
         )));
         self.init_resp = datagram[..msg_len(datagram)].to_vec();
         self.detect_nat(&m.payloads);
+        self.peer_hashes = peer_hashes(&m.payloads);
+        self.record_certreq(&m.payloads);
         let ke = self.ke.take().ok_or(Error::State("no key exchange"))?;
         let g_ir = ke.agree(&peer_ke).map_err(Error::Crypto)?;
         self.derive(&g_ir)?;
@@ -1121,19 +1290,27 @@ impl IkeSa {
         }
         let _ = from;
         let (idi, idi_body) = self.id_payload(PayloadType::IDI);
-        let auth = self.our_auth(&idi_body)?;
+        let auth = match self.our_auth(&idi_body) {
+            Ok(a) => a,
+            Err(e) => {
+                self.fail(&e.to_string(), None);
+                return Ok(());
+            }
+        };
         let first = self
             .cfg
             .children
             .first()
             .ok_or(Error::State("no CHILD SA configured"))?;
-        let inner = vec![
-            idi,
+        let mut inner = vec![idi];
+        inner.extend(self.cert_payloads());
+        inner.extend(self.certreq_payload());
+        inner.extend([
             auth,
             Self::esp_sa_payload(self.child_spi_in, &self.cfg.esp),
             Self::ts_payload(PayloadType::TSI, &first.local_ts),
             Self::ts_payload(PayloadType::TSR, &first.remote_ts),
-        ];
+        ]);
         let bytes = self.protect(ExchangeType::IKE_AUTH, false, 1, &inner, rng)?;
         self.state = State::AuthSent;
         self.send_request(now, 1, bytes);
@@ -1157,6 +1334,7 @@ impl IkeSa {
         }
         let msg_id = m.header.message_id;
         self.next_msg_id = msg_id + 1;
+        self.record_certreq(&inner);
         if let Err(n) = self.verify_peer(&inner) {
             let bytes = self.protect(
                 ExchangeType::IKE_AUTH,
@@ -1170,7 +1348,21 @@ impl IkeSa {
             return Ok(());
         }
         let (idr, idr_body) = self.id_payload(PayloadType::IDR);
-        let auth = self.our_auth(&idr_body)?;
+        let auth = match self.our_auth(&idr_body) {
+            Ok(a) => a,
+            Err(e) => {
+                let bytes = self.protect(
+                    ExchangeType::IKE_AUTH,
+                    true,
+                    msg_id,
+                    &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+                    rng,
+                )?;
+                self.send_response(msg_id, bytes);
+                self.fail(&e.to_string(), Some(NotifyType::AUTHENTICATION_FAILED));
+                return Ok(());
+            }
+        };
         // First CHILD SA: proposal and narrowed selectors (§2.9).
         let chosen = self.choose_esp(&inner);
         let (tsi, tsr) = self
@@ -1181,7 +1373,9 @@ impl IkeSa {
             )
             .map(|(_, i, r)| (i, r))
             .unwrap_or_default();
-        let mut out = vec![idr, auth];
+        let mut out = vec![idr];
+        out.extend(self.cert_payloads());
+        out.push(auth);
         let child = match chosen {
             None => {
                 out.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));

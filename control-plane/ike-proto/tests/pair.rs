@@ -35,7 +35,9 @@ fn cfg(local: &str, remote: &str, psk: &str, dh: Vec<DhGroup>) -> Config {
     Config {
         local_id: Identity::Fqdn(local.into()),
         remote_id: Identity::Fqdn(remote.into()),
-        psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        local_auth: LocalAuth::Psk(Zeroizing::new(psk.as_bytes().to_vec())),
+        remote_auth: RemoteAuth::Psk(Zeroizing::new(psk.as_bytes().to_vec())),
+        send_cert: SendCert::IfAsked,
         ike: IkeProposal {
             suite: Suite::AesCbc {
                 key_len: 16,
@@ -1141,4 +1143,225 @@ fn pfs_for_new_and_rekeyed_children() {
     );
     assert_eq!(*ic[1].encr_in, *rc[1].encr_out);
     assert_ne!(*ic[1].encr_in, *ic[0].encr_in);
+}
+
+/// Certificate authentication (RFC 7296 §2.15, RFC 7427): a CA made here
+/// with rcgen, the initiator on ECDSA P-256, the responder on RSA-2048.
+mod certs {
+    use super::*;
+    use ike_pki::{Credential, PrivateKey, TrustStore};
+    use ike_wire::NotifyType;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
+    };
+    use std::sync::Arc;
+
+    const P256: &str = include_str!("../../ike-pki/tests/data/p256.pkcs8.pem");
+    const RSA: &str = include_str!("../../ike-pki/tests/data/rsa2048.pkcs8.pem");
+
+    struct Pki {
+        ca: Issuer<'static, KeyPair>,
+        ca_der: Vec<u8>,
+    }
+
+    impl Pki {
+        fn new() -> Pki {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut p = CertificateParams::new(vec![]).unwrap();
+            p.distinguished_name
+                .push(DnType::CommonName, "Sluice Test CA");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let der = p.self_signed(&key).unwrap().der().to_vec();
+            Pki {
+                ca: Issuer::new(p, key),
+                ca_der: der,
+            }
+        }
+
+        fn cert(&self, key_pem: &str, name: &str, serial: u64) -> Vec<u8> {
+            let key = KeyPair::from_pem(key_pem).unwrap();
+            let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.subject_alt_names
+                .push(SanType::IpAddress("198.18.0.9".parse().unwrap()));
+            p.serial_number = Some(SerialNumber::from(serial));
+            p.signed_by(&key, &self.ca).unwrap().der().to_vec()
+        }
+
+        fn trust(&self, revoked: &[u64]) -> Arc<TrustStore> {
+            let crls = if revoked.is_empty() {
+                vec![]
+            } else {
+                let crl = CertificateRevocationListParams {
+                    this_update: rcgen::date_time_ymd(2020, 1, 1),
+                    next_update: rcgen::date_time_ymd(2099, 1, 1),
+                    crl_number: SerialNumber::from(1u64),
+                    issuing_distribution_point: None,
+                    revoked_certs: revoked
+                        .iter()
+                        .map(|s| RevokedCertParams {
+                            serial_number: SerialNumber::from(*s),
+                            revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                            reason_code: None,
+                            invalidity_date: None,
+                        })
+                        .collect(),
+                    key_identifier_method: KeyIdMethod::Sha256,
+                }
+                .signed_by(&self.ca)
+                .unwrap();
+                vec![crl.der().to_vec()]
+            };
+            Arc::new(TrustStore::new(&[self.ca_der.clone()], &crls).unwrap())
+        }
+    }
+
+    fn cert_cfg(
+        base: Config,
+        key_pem: &str,
+        cert: Vec<u8>,
+        trust: Arc<TrustStore>,
+        send: SendCert,
+    ) -> Config {
+        let key = PrivateKey::from_bytes(key_pem.as_bytes()).unwrap();
+        Config {
+            local_auth: LocalAuth::PubKey(Arc::new(Credential::new(key, &[cert]).unwrap())),
+            remote_auth: RemoteAuth::PubKey(trust),
+            send_cert: send,
+            ..base
+        }
+    }
+
+    fn pair(i_serial: u64, r_name: &str, revoked: &[u64], i_send: SendCert) -> Pair {
+        let pki = Pki::new();
+        let base = |l: &str, r: &str| cfg(l, r, "unused-psk-0123456789", vec![DhGroup::Curve25519]);
+        Pair::new(
+            cert_cfg(
+                base("a.psw.test", "b.psw.test"),
+                P256,
+                pki.cert(P256, "a.psw.test", i_serial),
+                pki.trust(&[]),
+                i_send,
+            ),
+            cert_cfg(
+                base("b.psw.test", "a.psw.test"),
+                RSA,
+                pki.cert(RSA, r_name, 2),
+                pki.trust(revoked),
+                SendCert::IfAsked,
+            ),
+        )
+    }
+
+    fn exchange(p: &mut Pair) {
+        p.i_to_r(|_| 1);
+        p.r_to_i(|_| 1);
+        p.i_to_r(|_| 1);
+        p.r_to_i(|_| 1);
+    }
+
+    fn logs(ev: &[Event]) -> String {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Log(m) => Some(m.as_str()),
+                Event::Failed { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn auth_failed(ev: &[Event]) -> bool {
+        ev.iter().any(|e| {
+            matches!(e, Event::Failed { notify: Some(n), .. } if *n == NotifyType::AUTHENTICATION_FAILED)
+        })
+    }
+
+    #[test]
+    fn ecdsa_and_rsa_certificates_bring_the_tunnel_up() {
+        let mut p = pair(1, "b.psw.test", &[], SendCert::IfAsked);
+        exchange(&mut p);
+        p.assert_established();
+        let (i, r) = (logs(&p.i_events), logs(&p.r_events));
+        assert!(
+            r.contains("authentication of 'a.psw.test' with ECDSA_WITH_SHA256_DER successful"),
+            "{r}"
+        );
+        assert!(
+            i.contains("authentication of 'b.psw.test' with RSA_EMSA_PKCS1_SHA2_256 successful"),
+            "{i}"
+        );
+        assert!(i.contains("trusted via CA \"CN=Sluice Test CA\""), "{i}");
+    }
+
+    #[test]
+    fn a_certificate_without_the_peer_identity_is_refused() {
+        let mut p = pair(1, "mallory.psw.test", &[], SendCert::IfAsked);
+        exchange(&mut p);
+        assert!(auth_failed(&p.i_events), "{}", logs(&p.i_events));
+        let i = logs(&p.i_events);
+        assert!(
+            i.contains("identity 'b.psw.test' is not in certificate"),
+            "{i}"
+        );
+        assert!(Pair::children(&p.i_events).is_empty());
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_refused() {
+        let mut p = pair(77, "b.psw.test", &[77], SendCert::IfAsked);
+        exchange(&mut p);
+        assert!(auth_failed(&p.r_events), "{}", logs(&p.r_events));
+        assert!(auth_failed(&p.i_events), "{}", logs(&p.i_events));
+        assert!(
+            logs(&p.r_events).contains("revoked"),
+            "{}",
+            logs(&p.r_events)
+        );
+        // The same certificate with another serial is fine.
+        let mut ok = pair(78, "b.psw.test", &[77], SendCert::IfAsked);
+        exchange(&mut ok);
+        ok.assert_established();
+    }
+
+    #[test]
+    fn a_peer_that_sends_no_certificate_is_refused() {
+        let mut p = pair(1, "b.psw.test", &[], SendCert::Never);
+        exchange(&mut p);
+        assert!(auth_failed(&p.r_events));
+        assert!(
+            logs(&p.r_events).contains("peer sent no certificate"),
+            "{}",
+            logs(&p.r_events)
+        );
+    }
+
+    #[test]
+    fn a_psk_peer_cannot_pass_for_a_certificate_one() {
+        let pki = Pki::new();
+        let i = cfg(
+            "a.psw.test",
+            "b.psw.test",
+            "sluice-psk-0123456789",
+            vec![DhGroup::Curve25519],
+        );
+        let r = cert_cfg(
+            cfg(
+                "b.psw.test",
+                "a.psw.test",
+                "sluice-psk-0123456789",
+                vec![DhGroup::Curve25519],
+            ),
+            RSA,
+            pki.cert(RSA, "b.psw.test", 2),
+            pki.trust(&[]),
+            SendCert::Always,
+        );
+        let mut p = Pair::new(i, r);
+        exchange(&mut p);
+        assert!(auth_failed(&p.r_events));
+        assert!(logs(&p.r_events).contains("a certificate is required"));
+    }
 }

@@ -3,10 +3,14 @@
 use ike_crypto::ke::DhGroup;
 use ike_crypto::prf::Prf;
 use ike_crypto::sk::{Integ, Suite};
-use ike_proto::{EspProposal, Identity, IkeProposal, Retransmit, Selector};
+use ike_pki::{Credential, TrustStore};
+use ike_proto::{
+    EspProposal, Identity, IkeProposal, LocalAuth, RemoteAuth, Retransmit, Selector, SendCert,
+};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The embedded default: the responder side of the demo and of the shared
@@ -100,14 +104,37 @@ pub(crate) struct Connection {
     pub(crate) local_addr: IpAddr,
     /// The peer's address.
     pub(crate) remote_addr: IpAddr,
-    /// Our identity (FQDN, e-mail or IP address).
-    pub(crate) local_id: String,
+    /// Our identity (FQDN, e-mail, IP address or DN `C=.., O=.., CN=..`);
+    /// with a certificate, its subject DN when unset.
+    #[serde(default)]
+    pub(crate) local_id: Option<String>,
     /// The identity the peer must prove.
     pub(crate) remote_id: String,
     /// Pre-shared key, inline...
     pub(crate) psk: Option<String>,
     /// ...or read from this file (recommended; mode 0600).
     pub(crate) psk_file: Option<PathBuf>,
+    /// Our certificate (PEM: the certificate, then any intermediates; or
+    /// one DER certificate). Set: we authenticate with its key.
+    #[serde(default)]
+    pub(crate) cert: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8, SEC1 or PKCS#1; PEM or
+    /// DER; mode 0600 or stricter).
+    #[serde(default)]
+    pub(crate) key: Option<PathBuf>,
+    /// CA certificates the peer's certificate must chain to. Set: the
+    /// peer authenticates with a certificate.
+    #[serde(default)]
+    pub(crate) ca_certs: Vec<PathBuf>,
+    /// CRLs (PEM or DER) of those CAs.
+    #[serde(default)]
+    pub(crate) crls: Vec<PathBuf>,
+    /// `ifasked` (default: when the peer sent a CERTREQ), `always`, `never`.
+    #[serde(default)]
+    pub(crate) send_cert: SendCertMode,
+    /// Sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys).
+    #[serde(default)]
+    pub(crate) rsa_pss: bool,
     /// IKE proposal, strongSwan syntax (`aes128-sha256-x25519`,
     /// `aes256gcm16-prfsha384-ecp384-x25519`, ...).
     #[serde(default = "default_ike")]
@@ -149,6 +176,19 @@ pub(crate) struct Connection {
     /// CHILD SAs (policies).
     #[serde(rename = "child")]
     pub(crate) children: Vec<Child>,
+}
+
+/// `send_cert`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SendCertMode {
+    /// When the peer asked with a CERTREQ.
+    #[default]
+    IfAsked,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// A CHILD SA's traffic selectors.
@@ -365,20 +405,75 @@ impl File {
         for c in &self.connections {
             let ctx = |e: String| format!("connection {:?}: {e}", c.name);
             let psk = match (&c.psk, &c.psk_file) {
-                (Some(p), None) => p.clone().into_bytes(),
-                (None, Some(f)) => std::fs::read(f)
-                    .map(|mut v| {
-                        while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                            v.pop();
-                        }
-                        v
-                    })
-                    .map_err(|e| ctx(format!("psk_file {}: {e}", f.display())))?,
-                _ => return Err(ctx("exactly one of psk and psk_file is required".into())),
-            };
-            if psk.len() < 16 {
+                (Some(p), None) => Some(p.clone().into_bytes()),
+                (None, Some(f)) => Some(
+                    std::fs::read(f)
+                        .map(|mut v| {
+                            while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                                v.pop();
+                            }
+                            v
+                        })
+                        .map_err(|e| ctx(format!("psk_file {}: {e}", f.display())))?,
+                ),
+                (None, None) => None,
+                _ => return Err(ctx("psk and psk_file are exclusive".into())),
+            }
+            .map(zeroize::Zeroizing::new);
+            if psk.as_ref().is_some_and(|p| p.len() < 16) {
                 return Err(ctx("pre-shared key shorter than 16 bytes".into()));
             }
+            let need_psk = || {
+                psk.clone().ok_or_else(|| {
+                    ctx(
+                        "a pre-shared key (psk or psk_file) is required unless both \
+                         cert/key and ca_certs are set"
+                            .into(),
+                    )
+                })
+            };
+            let credential = match (&c.cert, &c.key) {
+                (Some(cert), Some(key)) => Some(Arc::new(
+                    Credential::load(cert, key)
+                        .map_err(|e| ctx(e.to_string()))?
+                        .with_rsa_pss(c.rsa_pss),
+                )),
+                (None, None) => None,
+                _ => return Err(ctx("cert and key go together".into())),
+            };
+            let local_id = match (&c.local_id, &credential) {
+                (Some(id), _) => identity(id).map_err(ctx)?,
+                (None, Some(cred)) => Identity::Dn(cred.leaf().subject_der.clone()),
+                (None, None) => return Err(ctx("local_id is required".into())),
+            };
+            let local_auth = match &credential {
+                Some(cred) => {
+                    if !local_id.in_cert(cred.leaf()) {
+                        return Err(ctx(format!(
+                            "local_id '{local_id}' is not in the certificate \"{}\" \
+                             (subjectAltName {:?} {:?} {:?}); use its subject or a SAN",
+                            cred.leaf().subject,
+                            cred.leaf().dns,
+                            cred.leaf().emails,
+                            cred.leaf().ips
+                        )));
+                    }
+                    LocalAuth::PubKey(cred.clone())
+                }
+                None => LocalAuth::Psk(need_psk()?),
+            };
+            let remote_auth = if c.ca_certs.is_empty() {
+                if !c.crls.is_empty() {
+                    return Err(ctx("crls need ca_certs".into()));
+                }
+                RemoteAuth::Psk(need_psk()?)
+            } else {
+                let cas: Vec<&std::path::Path> = c.ca_certs.iter().map(|p| p.as_path()).collect();
+                let crls: Vec<&std::path::Path> = c.crls.iter().map(|p| p.as_path()).collect();
+                RemoteAuth::PubKey(Arc::new(
+                    TrustStore::load(&cas, &crls).map_err(|e| ctx(e.to_string()))?,
+                ))
+            };
             if c.local_addr.is_ipv4() != c.remote_addr.is_ipv4() {
                 return Err(ctx(
                     "local_addr and remote_addr of different families".into()
@@ -426,9 +521,15 @@ impl File {
                 ike_rekey_time: (c.ike_rekey_time > 0)
                     .then(|| Duration::from_secs(c.ike_rekey_time)),
                 ike: ike_proto::Config {
-                    local_id: identity(&c.local_id).map_err(ctx)?,
+                    local_id,
                     remote_id: identity(&c.remote_id).map_err(ctx)?,
-                    psk: zeroize::Zeroizing::new(psk),
+                    local_auth,
+                    remote_auth,
+                    send_cert: match c.send_cert {
+                        SendCertMode::IfAsked => SendCert::IfAsked,
+                        SendCertMode::Always => SendCert::Always,
+                        SendCertMode::Never => SendCert::Never,
+                    },
                     ike: parse_ike_proposal(&c.ike_proposal).map_err(ctx)?,
                     esp: parse_esp_proposal(&c.esp_proposal).map_err(ctx)?,
                     children,

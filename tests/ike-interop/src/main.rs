@@ -77,7 +77,9 @@ fn run() -> Result<(), String> {
     let cfg = Config {
         local_id: Identity::Fqdn(opt(&args, "--id")?),
         remote_id: Identity::Fqdn(opt(&args, "--remote-id")?),
-        psk: zeroize::Zeroizing::new(opt(&args, "--psk")?.into_bytes()),
+        local_auth: LocalAuth::Psk(zeroize::Zeroizing::new(opt(&args, "--psk")?.into_bytes())),
+        remote_auth: RemoteAuth::Psk(zeroize::Zeroizing::new(opt(&args, "--psk")?.into_bytes())),
+        send_cert: SendCert::IfAsked,
         // strongSwan's default selection between two peers.
         ike: IkeProposal {
             suite: Suite::AesCbc {
