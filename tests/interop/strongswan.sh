@@ -37,8 +37,13 @@ declare -A WHAT=(
   [lifetime-hard]="rekey_time = 0, lifetime = 3: sluiced deletes the CHILD SA at its hard lifetime; strongSwan and the table lose it"
   [cookie-by-sluiced]="sluiced demands a COOKIE (cookie_threshold = 0): strongSwan retries IKE_SA_INIT with it and the tunnel comes up"
   [keylog-tshark]="a capture of the exchange decrypts in tshark with sluiced's key log alone (IDs seen, ICVs correct)"
+  [cert-sw-initiates]="certificates: strongSwan (ECDSA P-256, the harness's CA) initiates, sluiced answers with RSA-3072; RFC 7427 signatures both ways"
+  [cert-sluiced-initiates]="certificates: sluiced initiates (start_action = initiate) with its RSA-3072 certificate"
+  [cert-rsa-pss]="certificates: sluiced signs with RSASSA-PSS (rsa_pss = true), strongSwan verifies"
+  [cert-openssl-p384]="certificates made by scripts/make-certs.sh (docs/certificates.md): sluiced on ECDSA P-384 under its own CA, which strongSwan trusts"
+  [cert-crl-revoked]="a CRL (strongSwan's pki --signcrl) revokes strongSwan's certificate: sluiced refuses it, no SA anywhere"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -139,7 +144,8 @@ for s in "${SCEN[@]}"; do
   [ -n "${IKE_SCEN[$s]:-}" ] && ike_env=${IKE_SCEN[$s]%%|*}
   case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; rekey-child-pfs) esp_env=aes128gcm16-ecp256 ;; esac
   cap=0; [ $s = keylog-tshark ] && cap=1
-  if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up psk-ikev2 > "$SWAN_STATE/up.log" 2>&1; then
+  pair_scen=psk-ikev2; case $s in cert-*) pair_scen=cert-ikev2 ;; esac
+  if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up $pair_scen > "$SWAN_STATE/up.log" 2>&1; then
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
   fi
   case $s in
@@ -304,6 +310,54 @@ for s in "${SCEN[@]}"; do
       "$PAIR" sw A --list-sas 2>/dev/null | grep -E '^ +(local|remote) ' | sed 's/^ */    strongSwan: /'
       "$PAIR" sw A --list-sas 2>/dev/null | grep -q 'local  0.0.0.0/0 ::/0' || { echo "strongSwan's child is not 0.0.0.0/0 + ::/0"; ok=0; }
       table | grep -q '::/0' || { echo "no ::/0 policy in the table"; ok=0; }
+      ;;
+    cert-*)
+      # sluiced is node B of the harness's cert-ikev2 pair: b.psw.test with
+      # the harness's RSA-3072 certificate, trusting the harness's CA.
+      mkdir -p "$W/pki"
+      P=$SWAN_STATE/pki
+      cp "$P/b.cert.pem" "$P/ca.cert.pem" "$W/pki/"; install -m 600 "$P/b.key.pem" "$W/pki/b.key.pem"
+      cert=$W/pki/b.cert.pem; key=$W/pki/b.key.pem; want_b=RSA_EMSA_PKCS1_SHA2_256
+      extra=""
+      case $s in
+        cert-sluiced-initiates) extra='start_action = "initiate"' ;;
+        cert-rsa-pss) extra='rsa_pss = true'; want_b=RSA_EMSA_PSS ;;
+        cert-openssl-p384)
+          "$ROOT/scripts/make-certs.sh" ca "$W/own" "Sluice Interop CA" > /dev/null &&
+            "$ROOT/scripts/make-certs.sh" cert "$W/own" b.psw.test p384 198.18.0.2 | sed 's/^/    /' || ok=0
+          cert=$W/own/b.psw.test.cert.pem; key=$W/own/b.psw.test.key.pem; want_b=ECDSA_WITH_SHA384_DER
+          swdir=$SWAN_STATE/run/A/swanctl
+          cp "$W/own/ca.cert.pem" "$swdir/x509ca/sluice-ca.pem"
+          sed -i 's|cacerts = ca.cert.pem|cacerts = sluice-ca.pem|' "$swdir/swanctl.conf"
+          "$PAIR" sw A --load-all --noprompt > /dev/null 2>&1 || { echo "strongSwan did not load the new CA"; ok=0; }
+          ;;
+        cert-crl-revoked)
+          STRONGSWAN_CONF=$SHARED/interop/conf/pki-strongswan.conf pki --signcrl --cacert "$P/ca.cert.pem" \
+            --cakey "$P/ca.key.pem" --cert "$P/a.cert.pem" --reason key-compromise --outform pem > "$W/pki/crl.pem" || ok=0
+          extra="crls = [\"$W/pki/crl.pem\"]"
+          ;;
+      esac
+      config "$(printf 'cert = "%s"\nkey = "%s"\nca_certs = ["%s"]\n%s' "$cert" "$key" "$W/pki/ca.cert.pem" "$extra")"
+      start_sluiced || ok=0
+      if [ $s = cert-crl-revoked ]; then
+        timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 && { echo "strongSwan got a tunnel with a revoked certificate"; ok=0; }
+        wait_log 'revoked' 5 || { echo "sluiced did not say the certificate is revoked"; ok=0; }
+        grep -m1 'revoked' "$W/log" | sed 's/.*: peer/    sluiced: peer/'
+        grep -m1 'AUTHENTICATION_FAILED' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan saw no AUTHENTICATION_FAILED"; ok=0; }
+        [ -z "$(table_spi in)$(table_spi out)" ] || { echo "SAs in the table"; ok=0; }
+      else
+        if [ $s = cert-sluiced-initiates ]; then
+          wait_log 'CHILD_SA installed' 10 || ok=0
+        else
+          timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
+          wait_log 'CHILD_SA installed' 5 || ok=0
+        fi
+        check_match 1 || ok=0
+        grep -m1 "authentication of 'a.psw.test' with ECDSA_WITH_SHA256_DER successful" "$W/log" | sed 's/.*: auth/    sluiced: auth/' | grep . ||
+          { echo "sluiced did not verify strongSwan's ECDSA signature"; ok=0; }
+        grep -m1 "authentication of 'b.psw.test' with $want_b.* successful" "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . ||
+          { echo "strongSwan did not verify sluiced's $want_b signature"; ok=0; }
+      fi
       ;;
     delete-by-strongswan)
       config; start_sluiced || ok=0

@@ -455,6 +455,11 @@ pub struct Config {
     pub pfs: Option<DhGroup>,
     /// Request retransmission.
     pub retransmit: Retransmit,
+    /// IKEv2 fragmentation (RFC 7383): `Some(size)` announces support,
+    /// and once both ends did, a protected message whose IP datagram would
+    /// exceed `size` bytes goes out in fragments of at most that size.
+    /// Fragments are accepted only when announced.
+    pub fragment_size: Option<usize>,
 }
 
 /// One configured CHILD SA: what our side protects and what the peer's

@@ -199,6 +199,8 @@ pub enum Error {
     State(&'static str),
     /// We cannot produce our AUTH payload (key, peer's hash algorithms).
     Auth(String),
+    /// A fragment (number, total) was kept; the message is not complete.
+    Fragment(u16, u16),
 }
 
 impl fmt::Display for Error {
@@ -211,6 +213,7 @@ impl fmt::Display for Error {
             Error::Unexpected(m) => write!(f, "unexpected: {m}"),
             Error::State(m) => write!(f, "state: {m}"),
             Error::Auth(m) => write!(f, "authentication: {m}"),
+            Error::Fragment(n, t) => write!(f, "fragment {n} of {t} kept"),
         }
     }
 }

@@ -78,10 +78,33 @@ struct ChildRequest {
     ke: Option<KeyExchange>,
 }
 
+/// Most fragments one message may arrive in or be sent as (RFC 7383
+/// leaves the bound to implementations).
+const MAX_FRAGMENTS: u16 = 64;
+/// Most plaintext bytes a reassembled message may have.
+const MAX_REASSEMBLED: usize = 64 * 1024;
+/// How long the fragments of one message may take to arrive.
+const REASSEMBLY_TIME: Duration = Duration::from_secs(30);
+
+/// A message arriving in fragments (RFC 7383 §2.6.2): each fragment is
+/// authenticated and decrypted before it is kept.
+struct Reassembly {
+    msg_id: u32,
+    total: u16,
+    first_inner: PayloadType,
+    parts: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+    started: Instant,
+    /// SHA-256 of fragment 1: a retransmitted request is recognised by it
+    /// (RFC 7383 §2.6.1: the response is resent on fragment 1 only).
+    first_digest: Option<[u8; 32]>,
+}
+
 struct Pending {
     op: Option<Op>,
     msg_id: u32,
-    bytes: Vec<u8>,
+    /// The request's datagrams (several when fragmented).
+    bytes: Vec<Vec<u8>>,
     dst: SocketAddr,
     tries: u32,
     deadline: Instant,
@@ -121,7 +144,7 @@ pub struct IkeSa {
     child_reqs: Vec<Option<ChildRequest>>,
     pending: Option<Pending>,
     ike_rekey: Option<IkeRekey>,
-    last_response: Option<(u32, Vec<u8>)>,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
     /// SHA-256 of the request `last_response` answered: only that exact
     /// datagram is a retransmission (a forged one with the same message ID
     /// gets nothing).
@@ -135,6 +158,14 @@ pub struct IkeSa {
     /// The CA key hashes of the peer's CERTREQ payloads (RFC 7296 §3.7),
     /// `Some` once it sent any.
     peer_certreq: Option<Vec<u8>>,
+    /// Both ends announced IKEV2_FRAGMENTATION_SUPPORTED.
+    frag_ok: bool,
+    /// Fragmented messages being reassembled: requests, responses.
+    reasm: [Option<Reassembly>; 2],
+    /// A reassembled request's fragment-1 digest, for the cache.
+    reasm_digest: Option<[u8; 32]>,
+    /// The time of the datagram being handled.
+    clock: Instant,
     transmit: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -281,6 +312,7 @@ impl IkeSa {
         role: Role,
         local: SocketAddr,
         remote: SocketAddr,
+        now: Instant,
         rng: &mut dyn Random,
     ) -> IkeSa {
         IkeSa {
@@ -323,6 +355,10 @@ impl IkeSa {
             nat_detected: false,
             peer_hashes: Vec::new(),
             peer_certreq: None,
+            frag_ok: false,
+            reasm: [None, None],
+            reasm_digest: None,
+            clock: now,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             cfg,
@@ -337,7 +373,7 @@ impl IkeSa {
         now: Instant,
         rng: &mut dyn Random,
     ) -> Result<IkeSa, Error> {
-        let mut sa = IkeSa::new(cfg, Role::Initiator, local, remote, rng);
+        let mut sa = IkeSa::new(cfg, Role::Initiator, local, remote, now, rng);
         sa.spi_i = random_u64(rng);
         sa.ni = random_vec(rng, 32);
         sa.ke = Some(KeyExchange::new(sa.dh).map_err(Error::Crypto)?);
@@ -485,6 +521,9 @@ impl IkeSa {
             nat_hash(self.spi_i, 0, self.remote),
         ));
         payloads.push(sig_hash_notify());
+        if self.cfg.fragment_size.is_some() {
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![]));
+        }
         let m = Message {
             header: Header {
                 spi_i: self.spi_i,
@@ -498,17 +537,19 @@ impl IkeSa {
         };
         let bytes = m.emit();
         self.init_req = bytes.clone();
-        self.send_request(now, 0, bytes);
+        self.send_request(now, 0, vec![bytes]);
         Ok(())
     }
 
-    fn send_request(&mut self, now: Instant, msg_id: u32, bytes: Vec<u8>) {
+    fn send_request(&mut self, now: Instant, msg_id: u32, bytes: Vec<Vec<u8>>) {
         let dst = self.remote;
         let timeout = self.cfg.retransmit.initial;
-        self.transmit.push_back(Transmit {
-            dst,
-            data: bytes.clone(),
-        });
+        for b in &bytes {
+            self.transmit.push_back(Transmit {
+                dst,
+                data: b.clone(),
+            });
+        }
         self.my_msg_id = msg_id.wrapping_add(1);
         self.pending = Some(Pending {
             op: None,
@@ -521,11 +562,13 @@ impl IkeSa {
         });
     }
 
-    fn send_response(&mut self, msg_id: u32, bytes: Vec<u8>) {
-        self.transmit.push_back(Transmit {
-            dst: self.remote,
-            data: bytes.clone(),
-        });
+    fn send_response(&mut self, msg_id: u32, bytes: Vec<Vec<u8>>) {
+        for b in &bytes {
+            self.transmit.push_back(Transmit {
+                dst: self.remote,
+                data: b.clone(),
+            });
+        }
         self.last_response = Some((msg_id, bytes));
     }
 
@@ -548,7 +591,7 @@ impl IkeSa {
         {
             return Err(Error::Unexpected("not an IKE_SA_INIT request"));
         }
-        let mut sa = IkeSa::new(cfg, Role::Responder, local, remote, rng);
+        let mut sa = IkeSa::new(cfg, Role::Responder, local, remote, now, rng);
         if let Some(t) = Message::first_unsupported_critical(&m.payloads) {
             // RFC 7296 §2.5: refuse the request, naming the payload type.
             sa.spi_i = h.spi_i;
@@ -615,6 +658,8 @@ impl IkeSa {
         }
         sa.detect_nat(&m.payloads);
         sa.peer_hashes = peer_hashes(&m.payloads);
+        sa.frag_ok = sa.cfg.fragment_size.is_some()
+            && find_notify(&m.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let ke = KeyExchange::new(want).map_err(Error::Crypto)?;
         let our_pub = ke.public().to_vec();
         let g_ir = ke.agree(&peer_pub).map_err(Error::Crypto)?;
@@ -641,6 +686,9 @@ impl IkeSa {
         ];
         payloads.extend(sa.certreq_payload());
         payloads.push(sig_hash_notify());
+        if sa.frag_ok {
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![]));
+        }
         let m = Message {
             header: Header {
                 spi_i: sa.spi_i,
@@ -654,7 +702,7 @@ impl IkeSa {
         };
         let bytes = m.emit();
         sa.init_resp = bytes.clone();
-        sa.send_response(0, bytes);
+        sa.send_response(0, vec![bytes]);
         sa.next_msg_id = 1; // the next request we expect
         Ok(sa)
     }
@@ -728,7 +776,9 @@ impl IkeSa {
         }) | if response { FLAG_RESPONSE } else { 0 }
     }
 
-    /// Builds a protected message (RFC 7296 §3.14).
+    /// Builds a protected message (RFC 7296 §3.14): one datagram, or its
+    /// fragments (RFC 7383 §2.5) when fragmentation was negotiated and the
+    /// message would not fit `fragment_size`.
     fn protect(
         &mut self,
         exchange: ExchangeType,
@@ -736,27 +786,101 @@ impl IkeSa {
         msg_id: u32,
         inner: &[Payload],
         rng: &mut dyn Random,
-    ) -> Result<Vec<u8>, Error> {
-        self.events.push_back(Event::Log(format!(
-            "generating {exchange} {} {msg_id} {}",
-            if response { "response" } else { "request" },
-            Message::summary(inner)
-        )));
-        let sk = self.sk_out.as_ref().ok_or(Error::State("no keys"))?;
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let mut plain = Vec::new();
         Message::emit_payloads(inner, &mut plain);
+        let suite = self.sk_out.as_ref().ok_or(Error::State("no keys"))?.suite();
+        let first = inner.first().map_or(PayloadType(0), |p| p.ptype);
+        let limit = self.max_datagram();
+        let whole = HEADER_LEN + 4 + suite.body_len(plain.len());
+        let what = format!(
+            "{exchange} {} {msg_id} {}",
+            if response { "response" } else { "request" },
+            Message::summary(inner)
+        );
+        let Some(limit) = limit.filter(|l| whole > *l) else {
+            self.events
+                .push_back(Event::Log(format!("generating {what}")));
+            return Ok(vec![
+                self.seal(exchange, response, msg_id, first, None, &plain, rng)?
+            ]);
+        };
+        // The most plaintext one fragment carries (§2.5.1).
+        let overhead = HEADER_LEN + 8;
+        let mut chunk = limit.saturating_sub(overhead);
+        while chunk > 0 && overhead + suite.body_len(chunk) > limit {
+            chunk -= 1;
+        }
+        let total = plain.len().div_ceil(chunk.max(1));
+        let total = u16::try_from(total)
+            .ok()
+            .filter(|t| *t <= MAX_FRAGMENTS && chunk > 0)
+            .ok_or(Error::State("message too large to fragment"))?;
+        self.events.push_back(Event::Log(format!(
+            "generating {what}, split into {total} fragments of at most {limit} bytes"
+        )));
+        let mut out = Vec::with_capacity(usize::from(total));
+        for (i, part) in plain.chunks(chunk).enumerate() {
+            let number = i as u16 + 1;
+            let next = if number == 1 { first } else { PayloadType(0) };
+            out.push(self.seal(
+                exchange,
+                response,
+                msg_id,
+                next,
+                Some((number, total)),
+                part,
+                rng,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The largest IKE datagram we send once fragmentation is on: the
+    /// configured IP datagram size less the IP and UDP headers and the
+    /// non-ESP marker on port 4500.
+    fn max_datagram(&self) -> Option<usize> {
+        let size = self.cfg.fragment_size.filter(|_| self.frag_ok)?;
+        let ip = if self.remote.is_ipv4() { 20 } else { 40 };
+        let marker = if self.local.port() == 4500 { 4 } else { 0 };
+        Some(size.saturating_sub(ip + 8 + marker))
+    }
+
+    /// One SK message, or one SKF fragment `(number, total)`: the header
+    /// and payload header (with the fragment fields) are the associated
+    /// data.
+    #[allow(clippy::too_many_arguments)]
+    fn seal(
+        &self,
+        exchange: ExchangeType,
+        response: bool,
+        msg_id: u32,
+        first: PayloadType,
+        fragment: Option<(u16, u16)>,
+        plain: &[u8],
+        rng: &mut dyn Random,
+    ) -> Result<Vec<u8>, Error> {
+        let sk = self.sk_out.as_ref().ok_or(Error::State("no keys"))?;
         let body_len = sk.suite().body_len(plain.len());
-        let total = HEADER_LEN + 4 + body_len;
+        let (ptype, head) = match fragment {
+            None => (PayloadType::SK, 4),
+            Some(_) => (PayloadType::SKF, 8),
+        };
+        let total = HEADER_LEN + head + body_len;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&self.spi_i.to_be_bytes());
         out.extend_from_slice(&self.spi_r.to_be_bytes());
-        out.extend_from_slice(&[PayloadType::SK.0, 0x20, exchange.0, self.flags(response)]);
+        out.extend_from_slice(&[ptype.0, 0x20, exchange.0, self.flags(response)]);
         out.extend_from_slice(&msg_id.to_be_bytes());
         out.extend_from_slice(&(total as u32).to_be_bytes());
-        out.extend_from_slice(&[inner.first().map_or(0, |p| p.ptype.0), 0]);
-        out.extend_from_slice(&((4 + body_len) as u16).to_be_bytes());
+        out.extend_from_slice(&[first.0, 0]);
+        out.extend_from_slice(&((head + body_len) as u16).to_be_bytes());
+        if let Some((number, of)) = fragment {
+            out.extend_from_slice(&number.to_be_bytes());
+            out.extend_from_slice(&of.to_be_bytes());
+        }
         let iv = random_vec(rng, sk.suite().iv_len());
-        let body = sk.seal(&out, &plain, &iv).map_err(Error::Crypto)?;
+        let body = sk.seal(&out, plain, &iv).map_err(Error::Crypto)?;
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -793,25 +917,106 @@ impl IkeSa {
         Ok(inner)
     }
 
-    /// Verifies and decrypts a protected message's inner payloads.
-    fn decrypt(&self, datagram: &[u8], m: &Message) -> Result<Vec<Payload>, Error> {
+    /// Verifies and decrypts a protected message's inner payloads; a
+    /// fragment (RFC 7383 §2.6) is verified, decrypted and kept until its
+    /// message is complete ([`Error::Fragment`] until then).
+    fn decrypt(&mut self, datagram: &[u8], m: &Message) -> Result<Vec<Payload>, Error> {
         ike_wire::rules::check_outer(m.header.exchange, &m.payloads).map_err(Error::Rules)?;
-        let Some(Payload {
-            body: Body::Sk { first_inner, data },
-            ..
-        }) = m.payloads.last()
-        else {
-            return Err(Error::Unexpected(
-                "fragmented message (SKF) not handled yet",
-            ));
+        let (first_inner, data, fragment) = match m.payloads.last().map(|p| &p.body) {
+            Some(Body::Sk { first_inner, data }) => (*first_inner, data, None),
+            Some(Body::Skf {
+                first_inner,
+                number,
+                total,
+                data,
+            }) => (*first_inner, data, Some((*number, *total))),
+            _ => return Err(Error::Unexpected("no SK payload")),
         };
         let sk = self.sk_in.as_ref().ok_or(Error::State("no keys"))?;
         let start = msg_len(datagram)
             .checked_sub(data.len())
             .ok_or(Error::Unexpected("length"))?;
         let header = datagram.get(..start).ok_or(Error::Unexpected("length"))?;
+        let Some((number, total)) = fragment else {
+            let plain = sk.open(header, data).map_err(Error::Crypto)?;
+            return Message::parse_inner(first_inner, &plain).map_err(Error::Wire);
+        };
+        if self.cfg.fragment_size.is_none() {
+            return Err(Error::Unexpected(
+                "fragment, but we did not offer fragmentation",
+            ));
+        }
+        if total > MAX_FRAGMENTS {
+            return Err(Error::Unexpected("more fragments than we reassemble"));
+        }
         let plain = sk.open(header, data).map_err(Error::Crypto)?;
-        Message::parse_inner(*first_inner, &plain).map_err(Error::Wire)
+        let h = m.header;
+        let slot = &mut self.reasm[usize::from(h.is_response())];
+        // A fragment of another message, or a retransmission fragmented
+        // anew for a smaller MTU (§2.6.2: more fragments win), or an
+        // expired attempt, starts over.
+        let stale = match slot {
+            Some(r) => {
+                r.msg_id != h.message_id
+                    || total > r.total
+                    || self.clock.saturating_duration_since(r.started) > REASSEMBLY_TIME
+            }
+            None => true,
+        };
+        if stale {
+            *slot = Some(Reassembly {
+                msg_id: h.message_id,
+                total,
+                first_inner: PayloadType(0),
+                parts: vec![None; usize::from(total)],
+                bytes: 0,
+                started: self.clock,
+                first_digest: None,
+            });
+        }
+        let r = slot.as_mut().ok_or(Error::State("reassembly"))?;
+        if total < r.total {
+            return Err(Error::Unexpected(
+                "fragment of an older, larger fragmentation",
+            ));
+        }
+        let i = usize::from(number - 1);
+        if r.parts[i].is_none() {
+            if r.bytes + plain.len() > MAX_REASSEMBLED {
+                *slot = None;
+                return Err(Error::Unexpected("reassembled message too large"));
+            }
+            r.bytes += plain.len();
+            if number == 1 {
+                r.first_inner = first_inner;
+                r.first_digest = Some(sha2::Sha256::digest(datagram).into());
+            }
+            r.parts[i] = Some(plain);
+        }
+        if r.parts.iter().any(Option::is_none) {
+            return Err(Error::Fragment(number, total));
+        }
+        let r = slot.take().ok_or(Error::State("reassembly"))?;
+        let mut whole = Vec::with_capacity(r.bytes);
+        for p in r.parts.into_iter().flatten() {
+            whole.extend_from_slice(&p);
+        }
+        if !h.is_response() {
+            self.reasm_digest = r.first_digest;
+        }
+        self.events.push_back(Event::Log(format!(
+            "reassembled {} {} {} from {} fragments ({} bytes)",
+            h.exchange,
+            if h.is_response() {
+                "response"
+            } else {
+                "request"
+            },
+            h.message_id,
+            r.total,
+            r.bytes
+        )));
+        Message::parse_inner(r.first_inner, &whole).map_err(Error::Wire)
     }
 
     fn id_payload(&self, ptype: PayloadType) -> (Payload, Vec<u8>) {
@@ -1122,9 +1327,15 @@ impl IkeSa {
         datagram: &[u8],
         rng: &mut dyn Random,
     ) {
-        if let Err(e) = self.handle_inner(now, from, datagram, rng) {
-            // Unauthenticated or malformed input changes nothing (§2.21).
-            self.events.push_back(Event::Dropped(e.to_string()));
+        match self.handle_inner(now, from, datagram, rng) {
+            Ok(()) => {}
+            Err(Error::Fragment(n, total)) => self.events.push_back(Event::Log(format!(
+                "received fragment #{n} of {total}, waiting for the complete message"
+            ))),
+            Err(e) => {
+                // Unauthenticated or malformed input changes nothing (§2.21).
+                self.events.push_back(Event::Dropped(e.to_string()));
+            }
         }
     }
 
@@ -1135,6 +1346,7 @@ impl IkeSa {
         datagram: &[u8],
         rng: &mut dyn Random,
     ) -> Result<(), Error> {
+        self.clock = now;
         let m = Message::parse(datagram).map_err(Error::Wire)?;
         let h = m.header;
         if h.spi_i != self.spi_i
@@ -1175,10 +1387,12 @@ impl IkeSa {
                             "request reuses the answered message ID with other bytes",
                         ));
                     }
-                    self.transmit.push_back(Transmit {
-                        dst: from,
-                        data: bytes.clone(),
-                    });
+                    for b in bytes {
+                        self.transmit.push_back(Transmit {
+                            dst: from,
+                            data: b.clone(),
+                        });
+                    }
                     return Ok(());
                 }
             }
@@ -1204,8 +1418,9 @@ impl IkeSa {
                 let bytes = self.protect(h.exchange, true, msg_id, &reply, rng)?;
                 self.send_response(msg_id, bytes);
             }
+            let reassembled = self.reasm_digest.take();
             if matches!(&self.last_response, Some((id, _)) if *id == h.message_id) {
-                self.last_request = Some(digest);
+                self.last_request = Some(reassembled.unwrap_or(digest));
             }
             r
         }
@@ -1280,6 +1495,8 @@ impl IkeSa {
         self.detect_nat(&m.payloads);
         self.peer_hashes = peer_hashes(&m.payloads);
         self.record_certreq(&m.payloads);
+        self.frag_ok = self.cfg.fragment_size.is_some()
+            && find_notify(&m.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let ke = self.ke.take().ok_or(Error::State("no key exchange"))?;
         let g_ir = ke.agree(&peer_ke).map_err(Error::Crypto)?;
         self.derive(&g_ir)?;
@@ -1653,8 +1870,18 @@ impl IkeSa {
     ) -> Result<IkeSa, Error> {
         let old = self.keys.as_ref().ok_or(Error::State("no keys"))?;
         let seed = skeyseed_rekey(self.cfg.ike.prf, &old.sk_d, g_ir, &ni, &nr);
-        let mut n = IkeSa::new(self.cfg.clone(), role, self.local, self.remote, rng);
+        let mut n = IkeSa::new(
+            self.cfg.clone(),
+            role,
+            self.local,
+            self.remote,
+            self.clock,
+            rng,
+        );
         n.state = State::Established;
+        // Negotiated once per IKE SA chain (RFC 7383 §2.5, RFC 7427 §4).
+        n.frag_ok = self.frag_ok;
+        n.peer_hashes = self.peer_hashes.clone();
         n.dh = self.dh;
         n.spi_i = spi_i;
         n.spi_r = spi_r;
@@ -2174,10 +2401,12 @@ impl IkeSa {
         p.tries += 1;
         p.timeout = (p.timeout * 2).min(max);
         p.deadline = now + p.timeout;
-        self.transmit.push_back(Transmit {
-            dst: p.dst,
-            data: p.bytes.clone(),
-        });
+        for b in &p.bytes {
+            self.transmit.push_back(Transmit {
+                dst: p.dst,
+                data: b.clone(),
+            });
+        }
     }
 
     /// When [`IkeSa::handle_timeout`] wants to be called.

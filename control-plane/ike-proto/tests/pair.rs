@@ -54,6 +54,7 @@ fn cfg(local: &str, remote: &str, psk: &str, dh: Vec<DhGroup>) -> Config {
         }],
         pfs: None,
         retransmit: Retransmit::default(),
+        fragment_size: Some(1280),
     }
 }
 
@@ -1235,24 +1236,179 @@ mod certs {
     }
 
     fn pair(i_serial: u64, r_name: &str, revoked: &[u64], i_send: SendCert) -> Pair {
+        pair_with(i_serial, r_name, revoked, i_send, Some(1280), Some(1280))
+    }
+
+    fn pair_with(
+        i_serial: u64,
+        r_name: &str,
+        revoked: &[u64],
+        i_send: SendCert,
+        i_frag: Option<usize>,
+        r_frag: Option<usize>,
+    ) -> Pair {
         let pki = Pki::new();
-        let base = |l: &str, r: &str| cfg(l, r, "unused-psk-0123456789", vec![DhGroup::Curve25519]);
+        let base = |l: &str, r: &str, frag: Option<usize>| Config {
+            fragment_size: frag,
+            ..cfg(l, r, "unused-psk-0123456789", vec![DhGroup::Curve25519])
+        };
         Pair::new(
             cert_cfg(
-                base("a.psw.test", "b.psw.test"),
+                base("a.psw.test", "b.psw.test", i_frag),
                 P256,
                 pki.cert(P256, "a.psw.test", i_serial),
                 pki.trust(&[]),
                 i_send,
             ),
             cert_cfg(
-                base("b.psw.test", "a.psw.test"),
+                base("b.psw.test", "a.psw.test", r_frag),
                 RSA,
                 pki.cert(RSA, r_name, 2),
                 pki.trust(revoked),
                 SendCert::IfAsked,
             ),
         )
+    }
+
+    /// IKE_SA_INIT both ways, then the initiator's IKE_AUTH datagrams.
+    fn auth_request(p: &mut Pair) -> Vec<Vec<u8>> {
+        p.i_to_r(|_| 1);
+        p.r_to_i(|_| 1);
+        let mut out = Vec::new();
+        while let Some(t) = p.i.poll_transmit() {
+            out.push(t.data);
+        }
+        out
+    }
+
+    fn deliver_to_r(p: &mut Pair, d: &[u8]) {
+        let from = SocketAddr::new(p.i_seen_as.ip(), 500);
+        p.r.as_mut().unwrap().handle(p.now, from, d, &mut p.rng);
+        p.drain();
+    }
+
+    fn r_datagrams(p: &mut Pair) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(t) = p.r.as_mut().unwrap().poll_transmit() {
+            out.push(t.data);
+        }
+        out
+    }
+
+    fn deliver_to_i(p: &mut Pair, d: &[u8]) {
+        p.i.handle(p.now, R_ADDR.parse().unwrap(), d, &mut p.rng);
+        p.drain();
+    }
+
+    /// RFC 7383: with a 576-byte limit, both certificate-bearing IKE_AUTH
+    /// messages go out in fragments (arriving out of order here), none
+    /// larger than the limit, and the tunnel comes up.
+    #[test]
+    fn ike_auth_is_fragmented_both_ways_and_reassembled() {
+        let mut p = pair_with(1, "b.psw.test", &[], SendCert::Always, Some(576), Some(576));
+        let req = auth_request(&mut p);
+        assert!(
+            req.len() >= 2,
+            "IKE_AUTH request in {} datagrams",
+            req.len()
+        );
+        // IPv4 + UDP headers = 28.
+        assert!(
+            req.iter().all(|d| d.len() + 28 <= 576),
+            "{:?}",
+            req.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        for d in req.iter().rev() {
+            deliver_to_r(&mut p, d);
+        }
+        let resp = r_datagrams(&mut p);
+        assert!(
+            resp.len() >= 2,
+            "RSA certificate response in {} datagrams",
+            resp.len()
+        );
+        assert!(resp.iter().all(|d| d.len() + 28 <= 576));
+        for d in &resp {
+            deliver_to_i(&mut p, d);
+        }
+        p.assert_established();
+        assert!(
+            logs(&p.r_events).contains("reassembled IKE_AUTH request 1 from"),
+            "{}",
+            logs(&p.r_events)
+        );
+        assert!(logs(&p.i_events).contains("reassembled IKE_AUTH response 1 from"));
+    }
+
+    /// Lost fragment: nothing happens until the initiator retransmits all
+    /// fragments; a retransmitted request after the answer gets the
+    /// response again on fragment 1 only (RFC 7383 §2.6.1).
+    #[test]
+    fn a_lost_fragment_is_recovered_by_retransmission() {
+        let mut p = pair_with(1, "b.psw.test", &[], SendCert::Always, Some(576), Some(576));
+        let req = auth_request(&mut p);
+        for d in req.iter().skip(1) {
+            deliver_to_r(&mut p, d);
+        }
+        assert!(
+            r_datagrams(&mut p).is_empty(),
+            "incomplete request answered"
+        );
+        p.advance(Duration::from_secs(1));
+        let again: Vec<Vec<u8>> =
+            std::iter::from_fn(|| p.i.poll_transmit().map(|t| t.data)).collect();
+        assert_eq!(again.len(), req.len(), "every fragment is retransmitted");
+        for d in &again {
+            deliver_to_r(&mut p, d);
+        }
+        let resp = r_datagrams(&mut p);
+        assert!(!resp.is_empty());
+        for d in &again {
+            deliver_to_r(&mut p, d);
+        }
+        assert_eq!(
+            r_datagrams(&mut p).len(),
+            resp.len(),
+            "the response once more, for fragment 1 only"
+        );
+        for d in &resp {
+            deliver_to_i(&mut p, d);
+        }
+        p.assert_established();
+    }
+
+    /// A forged fragment is dropped before it is kept: the genuine ones
+    /// still complete the message.
+    #[test]
+    fn a_tampered_fragment_is_not_kept() {
+        let mut p = pair_with(1, "b.psw.test", &[], SendCert::Always, Some(576), Some(576));
+        let req = auth_request(&mut p);
+        let mut bad = req[1].clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0x40;
+        deliver_to_r(&mut p, &bad);
+        assert!(p.r_events.iter().any(|e| matches!(e, Event::Dropped(_))));
+        for d in &req {
+            deliver_to_r(&mut p, d);
+        }
+        for d in r_datagrams(&mut p) {
+            deliver_to_i(&mut p, &d);
+        }
+        p.assert_established();
+    }
+
+    /// Fragmentation is used only when both announced it.
+    #[test]
+    fn no_fragments_unless_both_support_them() {
+        let mut p = pair_with(1, "b.psw.test", &[], SendCert::Always, Some(576), None);
+        let req = auth_request(&mut p);
+        assert_eq!(req.len(), 1, "one whole IKE_AUTH request");
+        assert!(req[0].len() + 28 > 576);
+        deliver_to_r(&mut p, &req[0]);
+        let resp = r_datagrams(&mut p);
+        assert_eq!(resp.len(), 1);
+        deliver_to_i(&mut p, &resp[0]);
+        p.assert_established();
     }
 
     fn exchange(p: &mut Pair) {

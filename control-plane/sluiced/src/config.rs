@@ -173,6 +173,11 @@ pub(crate) struct Connection {
     /// 0 = never.
     #[serde(default = "default_ike_rekey_time")]
     pub(crate) ike_rekey_time: u64,
+    /// IKEv2 fragmentation (RFC 7383): the largest IP datagram an IKE
+    /// message is sent in once both peers announced support; 0 = do not
+    /// announce it.
+    #[serde(default = "default_fragment_size")]
+    pub(crate) fragment_size: usize,
     /// CHILD SAs (policies).
     #[serde(rename = "child")]
     pub(crate) children: Vec<Child>,
@@ -214,6 +219,9 @@ fn default_ike_rekey_time() -> u64 {
 }
 fn default_lifetime() -> u64 {
     3960
+}
+fn default_fragment_size() -> usize {
+    1280
 }
 fn default_dpd() -> u64 {
     30
@@ -538,6 +546,15 @@ impl File {
                         initial: Duration::from_millis(c.retransmit_initial_ms.max(10)),
                         max: Duration::from_secs(64),
                         tries: c.retransmit_tries.max(1),
+                    },
+                    fragment_size: match c.fragment_size {
+                        0 => None,
+                        n if n < 576 => {
+                            return Err(ctx(format!(
+                                "fragment_size {n} is below 576 (the IPv4 minimum MTU); 0 turns fragmentation off"
+                            )))
+                        }
+                        n => Some(n),
                     },
                 },
             });

@@ -119,6 +119,7 @@ fn run() -> Result<(), String> {
             }
             Err(_) => Retransmit::default(),
         },
+        fragment_size: Some(1280),
     };
     let s500 =
         UdpSocket::bind(SocketAddr::new(local, 500)).map_err(|e| format!("bind 500: {e}"))?;
