@@ -41,9 +41,12 @@ declare -A WHAT=(
   [cert-sluiced-initiates]="certificates: sluiced initiates (start_action = initiate) with its RSA-3072 certificate"
   [cert-rsa-pss]="certificates: sluiced signs with RSASSA-PSS (rsa_pss = true), strongSwan verifies"
   [cert-openssl-p384]="certificates made by scripts/make-certs.sh (docs/certificates.md): sluiced on ECDSA P-384 under its own CA, which strongSwan trusts"
+  [frag-cert-both]="IKEv2 fragmentation (RFC 7383): fragment_size 576 on both sides; strongSwan's and sluiced's certificate-bearing IKE_AUTH messages both arrive in fragments"
+  [cookie-by-strongswan]="strongSwan demands a COOKIE (cookie_threshold = 1, one half-open SA made by ike-peer): sluiced initiates, answers it, the tunnel comes up"
+  [cookie-flood-sw-peer]="a flood of 20000 spoofed IKE_SA_INITs (half claiming strongSwan's address) at sluiced's defaults while strongSwan initiates: its tunnel comes up, memory stays flat, the flood is counted"
   [cert-crl-revoked]="a CRL (strongSwan's pki --signcrl) revokes strongSwan's certificate: sluiced refuses it, no SA anywhere"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked frag-cert-both cookie-by-strongswan cookie-flood-sw-peer)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -67,7 +70,7 @@ stop_sluiced() { [ -n "$SLPID" ] && kill -TERM "$SLPID" 2>/dev/null && wait "$SL
 cleanup() { stop_sluiced; "$PAIR" down >/dev/null 2>&1 || true; rm -rf "$SWAN_STATE"; }
 trap cleanup EXIT INT TERM
 
-cargo build -q --release -p sluiced || exit 1
+cargo build -q --release -p sluiced -p sluice-ike-interop || exit 1
 BIN=$ROOT/target/release/sluiced
 
 config() { # extra TOML lines for the connection
@@ -144,7 +147,7 @@ for s in "${SCEN[@]}"; do
   [ -n "${IKE_SCEN[$s]:-}" ] && ike_env=${IKE_SCEN[$s]%%|*}
   case $s in esp-aes-cbc-sha256) esp_env=aes128-sha256 ;; esp-chacha20) esp_env=chacha20poly1305 ;; rekey-child-pfs) esp_env=aes128gcm16-ecp256 ;; esac
   cap=0; [ $s = keylog-tshark ] && cap=1
-  pair_scen=psk-ikev2; case $s in cert-*) pair_scen=cert-ikev2 ;; esac
+  pair_scen=psk-ikev2; case $s in cert-*|frag-*) pair_scen=cert-ikev2 ;; esac
   if ! IKE_PROPOSALS=$ike_env ESP_PROPOSALS=$esp_env KEYLOG=1 CAPTURE=$cap ONLY=A INITIATE=0 "$PAIR" up $pair_scen > "$SWAN_STATE/up.log" 2>&1; then
     tail -5 "$SWAN_STATE/up.log"; echo "FAIL $s: strongSwan did not start"; fail=1; continue
   fi
@@ -311,7 +314,7 @@ for s in "${SCEN[@]}"; do
       "$PAIR" sw A --list-sas 2>/dev/null | grep -q 'local  0.0.0.0/0 ::/0' || { echo "strongSwan's child is not 0.0.0.0/0 + ::/0"; ok=0; }
       table | grep -q '::/0' || { echo "no ::/0 policy in the table"; ok=0; }
       ;;
-    cert-*)
+    cert-*|frag-*)
       # sluiced is node B of the harness's cert-ikev2 pair: b.psw.test with
       # the harness's RSA-3072 certificate, trusting the harness's CA.
       mkdir -p "$W/pki"
@@ -330,6 +333,11 @@ for s in "${SCEN[@]}"; do
           cp "$W/own/ca.cert.pem" "$swdir/x509ca/sluice-ca.pem"
           sed -i 's|cacerts = ca.cert.pem|cacerts = sluice-ca.pem|' "$swdir/swanctl.conf"
           "$PAIR" sw A --load-all --noprompt > /dev/null 2>&1 || { echo "strongSwan did not load the new CA"; ok=0; }
+          ;;
+        frag-cert-both)
+          extra='fragment_size = 576'
+          printf 'charon-systemd {\n  fragment_size = 576\n}\n' > "$SWAN_STATE/run/A/extra.d/30-fragments.conf"
+          "$PAIR" sw A --reload-settings > /dev/null 2>&1 || { echo "strongSwan did not reload its settings"; ok=0; }
           ;;
         cert-crl-revoked)
           STRONGSWAN_CONF=$SHARED/interop/conf/pki-strongswan.conf pki --signcrl --cacert "$P/ca.cert.pem" \
@@ -353,11 +361,62 @@ for s in "${SCEN[@]}"; do
           wait_log 'CHILD_SA installed' 5 || ok=0
         fi
         check_match 1 || ok=0
+        if [ $s = frag-cert-both ]; then
+          grep -m1 'reassembled IKE_AUTH request' "$W/log" | sed 's/.*: reass/    sluiced: reass/' | grep . || { echo "sluiced reassembled no IKE_AUTH"; ok=0; }
+          grep -m1 'IKE_AUTH response.*split into' "$W/log" | sed 's/.*: generating/    sluiced: generating/' | cut -c1-60,200- | grep . || { echo "sluiced did not fragment its IKE_AUTH response"; ok=0; }
+          grep -m1 'splitting IKE message' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan did not fragment"; ok=0; }
+          grep -m1 'reassembled fragmented IKE message' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan reassembled nothing"; ok=0; }
+        fi
         grep -m1 "authentication of 'a.psw.test' with ECDSA_WITH_SHA256_DER successful" "$W/log" | sed 's/.*: auth/    sluiced: auth/' | grep . ||
           { echo "sluiced did not verify strongSwan's ECDSA signature"; ok=0; }
         grep -m1 "authentication of 'b.psw.test' with $want_b.* successful" "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . ||
           { echo "strongSwan did not verify sluiced's $want_b signature"; ok=0; }
       fi
+      ;;
+    cookie-by-strongswan)
+      # strongSwan reads its DoS settings at start: restart A's charon with them.
+      d=$SWAN_STATE/run/A
+      printf 'charon-systemd {\n  dos_protection = yes\n  cookie_threshold = 1\n  block_threshold = 10\n}\n' > "$d/extra.d/20-cookies.conf"
+      pid=$(cat "$d/charon.pid"); kill -TERM "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      rm -f "$d/charon.vici"
+      ip netns exec "${SWAN_NS}A" setsid env STRONGSWAN_CONF="$d/strongswan.conf" SWANCTL_DIR="$d/swanctl" \
+        /usr/sbin/charon-systemd > "$d/charon.stdout" 2>&1 < /dev/null &
+      echo $! > "$d/charon.pid"
+      for _ in $(seq 100); do [ -S "$d/charon.vici" ] && break; sleep 0.1; done
+      "$PAIR" sw A --load-all --noprompt > /dev/null 2>&1 || { echo "strongSwan did not come back"; ok=0; }
+      # One half-open IKE SA at strongSwan (ike-peer, before sluiced binds port 500).
+      ip netns exec "${SWAN_NS}B" "$ROOT/target/release/ike-peer" --role initiator --local 198.18.0.2 --remote 198.18.0.1 \
+        --id b.psw.test --remote-id a.psw.test --psk sluice-interop-psk-0123456789 --local-ts 198.19.2.0/24 \
+        --remote-ts 198.19.1.0/24 --then half-open --timeout 5 > "$W.half-open.log" 2>&1 || { echo "no half-open SA at strongSwan"; cat "$W.half-open.log"; ok=0; }
+      config 'start_action = "initiate"'
+      start_sluiced || ok=0
+      wait_log 'CHILD_SA installed' 10 || ok=0
+      check_match 1 || ok=0
+      grep -m1 'peer demands a COOKIE' "$W/log" | sed 's/.*: peer/    sluiced: peer/' | grep . || { echo "sluiced got no COOKIE"; ok=0; }
+      grep -m1 'sending COOKIE\|COOKIE' "$d/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan demanded no COOKIE"; ok=0; }
+      rm -f "$W.half-open.log"
+      ;;
+    cookie-flood-sw-peer)
+      config; start_sluiced || ok=0
+      rss() { awk '/VmRSS/ {print $2}' /proc/$SLPID/status; }
+      r0=$(rss)
+      ip netns exec "${SWAN_NS}A" python3 "$ROOT/tests/interop/ike-flood.py" 198.18.0.2 198.18.0.1 20000 20 > "$W/flood.log" &
+      fl=$!
+      sleep 0.5
+      timeout 30 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { cat "$W/init.log"; ok=0; }
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      wait $fl; sed 's/^/    /' "$W/flood.log"
+      r1=$(rss)
+      echo "    sluiced RSS: $r0 kB before the flood, $r1 kB after"
+      [ $((r1 - r0)) -lt 20000 ] || { echo "memory grew by $((r1 - r0)) kB"; ok=0; }
+      check_match 1 || ok=0
+      grep -m1 'received COOKIE\|COOKIE' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan was not asked for a COOKIE"; ok=0; }
+      stop_sluiced
+      grep 'IKE_SA_INIT defences' "$W/log" | sed 's/.*WARN //; s/^/    /'
+      sum() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" "$W/log" | awk '{s+=$1} END {print s+0}'; }
+      echo "    flood: $(sum unknown_peer) from unknown addresses dropped, $(sum cookies_sent) answered with a COOKIE, $(sum per_source_full) dropped at twice the per-source limit, $(sum cookies_valid) valid COOKIE(s)"
+      [ "$(sum unknown_peer)" -ge 5000 ] && [ "$(sum cookies_sent)" -ge 1000 ] && [ "$(sum cookies_valid)" -ge 1 ] || ok=0
       ;;
     delete-by-strongswan)
       config; start_sluiced || ok=0

@@ -1436,6 +1436,10 @@ impl IkeSa {
     ) -> Result<(), Error> {
         // COOKIE (§2.6) and INVALID_KE_PAYLOAD (§1.2): try again.
         if let Some(c) = find_notify(&m.payloads, NotifyType::COOKIE) {
+            self.events.push_back(Event::Log(format!(
+                "peer demands a COOKIE (RFC 7296 §2.6, {} bytes): IKE_SA_INIT again with it",
+                c.len()
+            )));
             self.cookie = Some(c.to_vec());
             self.send_init(now)?;
             return Ok(());

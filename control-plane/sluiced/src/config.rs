@@ -41,7 +41,8 @@ pub(crate) struct Daemon {
     pub(crate) policy_capacity: u32,
     /// Responder IKE SAs waiting for IKE_AUTH, at most (more are dropped).
     pub(crate) max_half_open: usize,
-    /// Half-open IKE SAs from one address, at most.
+    /// Half-open IKE SAs from one address before its IKE_SA_INITs need a
+    /// COOKIE; twice as many, and they are dropped.
     pub(crate) max_half_open_per_source: usize,
     /// Half-open IKE SAs from which IKE_SA_INIT gets a COOKIE challenge
     /// (RFC 7296 §2.6) before any state is kept; 0 = always.

@@ -60,6 +60,8 @@ struct DosStats {
     half_open_full: u64,
     per_source_full: u64,
     cookies_sent: u64,
+    /// IKE_SA_INITs from a configured peer's address that did not parse.
+    malformed: u64,
     cookies_valid: u64,
 }
 
@@ -406,6 +408,7 @@ impl Daemon2 {
                 half_open_full = d.half_open_full,
                 per_source_full = d.per_source_full,
                 cookies_sent = d.cookies_sent,
+                malformed = d.malformed,
                 cookies_valid = d.cookies_valid,
                 half_open = self.half_open.len(),
                 "IKE_SA_INIT defences in the last {since} s"
@@ -546,12 +549,15 @@ impl Daemon2 {
             .filter_map(|id| self.entries.get(id))
             .filter(|e| e.sa.addresses().1.ip() == from.ip())
             .count();
-        if from_source >= self.max_half_open_per_source {
+        // Past the per-source limit an address must prove, with a COOKIE,
+        // that it receives what is sent to it: a flood spoofing the peer's
+        // address cannot lock the peer out. Twice the limit is the end.
+        if from_source >= 2 * self.max_half_open_per_source {
             debug!(%from, from_source, "too many half-open IKE SAs from this address");
             self.dos.per_source_full += 1;
             return;
         }
-        if half_open >= self.cookie_threshold {
+        if half_open >= self.cookie_threshold || from_source >= self.max_half_open_per_source {
             // RFC 7296 §2.6: under load, only initiators that can receive
             // at their address get state.
             self.cookies.rotate_if_due(now, &mut self.rng);
@@ -574,7 +580,6 @@ impl Daemon2 {
         }
         let span = info_span!("conn", name = %self.conns[conn].name);
         let _g = span.enter();
-        info!(%from, "received {}", describe(data));
         match IkeSa::accept(
             self.conns[conn].ike.clone(),
             local,
@@ -584,10 +589,15 @@ impl Daemon2 {
             &mut self.rng,
         ) {
             Ok(sa) => {
+                info!(%from, "received {}", describe(data));
                 let id = self.add(conn, sa);
                 self.pump(id);
             }
-            Err(e) => info!(%from, "IKE_SA_INIT refused: {e}"),
+            Err(e) => {
+                // Counted, not logged per packet: a flood must not flood the log.
+                debug!(%from, "IKE_SA_INIT refused: {e}");
+                self.dos.malformed += 1;
+            }
         }
     }
 
