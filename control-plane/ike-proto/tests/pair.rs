@@ -1215,7 +1215,7 @@ mod certs {
                 .unwrap();
                 vec![crl.der().to_vec()]
             };
-            Arc::new(TrustStore::new(&[self.ca_der.clone()], &crls).unwrap())
+            Arc::new(TrustStore::new(std::slice::from_ref(&self.ca_der), &crls).unwrap())
         }
     }
 
