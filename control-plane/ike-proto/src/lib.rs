@@ -178,6 +178,20 @@ pub enum Event {
     /// CHILD SAs, takes over (its SPIs route the peer's messages); this one
     /// only exchanges its own Delete before reporting [`Event::Deleted`].
     IkeRekeyed(Box<IkeSa>),
+    /// A simultaneous IKE SA rekey (RFC 7296 §2.18, §2.25.2) made a second
+    /// new IKE SA, which the nonces say must go: it holds no CHILD SAs and
+    /// exchanges only its Delete (sent by it, or awaited from the peer),
+    /// then reports [`Event::Deleted`]. The owner routes its messages.
+    IkeRedundant(Box<IkeSa>),
+    /// A rekey we asked for did not happen and may be tried again later
+    /// (the peer answered TEMPORARY_FAILURE or another error): the CHILD SA
+    /// with this inbound SPI, or the IKE SA when `None`.
+    RekeyFailed {
+        /// Our inbound SPI of the CHILD SA, or `None` for the IKE SA.
+        child: Option<u32>,
+        /// The peer's reason.
+        notify: NotifyType,
+    },
 }
 
 /// Why processing failed.

@@ -76,6 +76,13 @@ struct ChildRequest {
     rekey: Option<u32>,
     /// Our key exchange when PFS is configured.
     ke: Option<KeyExchange>,
+    /// The peer rekeyed the same CHILD SA while this request was out
+    /// (RFC 7296 §2.8.1): the lower of that exchange's two nonces, to be
+    /// compared with ours when our response arrives.
+    collided: Option<Vec<u8>>,
+    /// The peer deleted the CHILD SA this request rekeys while it was out
+    /// (§2.25.1): a new SA it brings is deleted, not installed.
+    orphaned: bool,
 }
 
 /// Most fragments one message may arrive in or be sent as (RFC 7383
@@ -142,6 +149,13 @@ pub struct IkeSa {
     child_ts: Vec<(u32, Vec<Selector>, Vec<Selector>)>,
     /// CREATE_CHILD_SA requests of ours (queued or outstanding).
     child_reqs: Vec<Option<ChildRequest>>,
+    /// Inbound SPIs of CHILD SAs that a rekey (by either side) replaced:
+    /// they only wait for their Delete.
+    replaced: Vec<u32>,
+    /// The peer's IKE SA rekey that collided with ours (§2.18): its new IKE
+    /// SA, held until our own response decides which survives, and the
+    /// lower of its exchange's nonces.
+    ike_collision: Option<(Box<IkeSa>, Vec<u8>)>,
     pending: Option<Pending>,
     ike_rekey: Option<IkeRekey>,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
@@ -346,6 +360,8 @@ impl IkeSa {
             children: Vec::new(),
             child_ts: Vec::new(),
             child_reqs: Vec::new(),
+            replaced: Vec::new(),
+            ike_collision: None,
             pending: None,
             ike_rekey: None,
             last_response: None,
@@ -1295,6 +1311,11 @@ impl IkeSa {
         };
         self.events
             .push_back(Event::Log(format!("selected proposal: {}", esp.name())));
+        if let Some(old) = rekeys {
+            if !self.replaced.contains(&old) {
+                self.replaced.push(old);
+            }
+        }
         self.children.push((spi_in, spi_out));
         // Forget the selectors of CHILD SAs that are gone (bounded memory).
         let kids = &self.children;
@@ -1408,6 +1429,18 @@ impl IkeSa {
                 }
                 (State::Established, ExchangeType::CREATE_CHILD_SA) => {
                     self.on_create_child_request(datagram, &m, rng)
+                }
+                (State::Rekeyed, ExchangeType::CREATE_CHILD_SA) => {
+                    // This IKE SA was replaced: a colliding request gets
+                    // TEMPORARY_FAILURE, never silence (§2.25.2).
+                    self.unprotect(datagram, &m)?;
+                    self.next_msg_id = h.message_id.wrapping_add(1);
+                    self.temporary_failure(
+                        ExchangeType::CREATE_CHILD_SA,
+                        h.message_id,
+                        "this IKE SA was rekeyed",
+                        rng,
+                    )
                 }
                 _ => Err(Error::Unexpected("request in the wrong state")),
             };
@@ -1807,6 +1840,8 @@ impl IkeSa {
             remote_ts,
             rekey: None,
             ke: self.pfs_ke()?,
+            collided: None,
+            orphaned: false,
         }));
         self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
         Ok(spi_in)
@@ -1837,6 +1872,12 @@ impl IkeSa {
             .filter(|_| self.children.iter().any(|(i, _)| *i == spi_in))
             .map(|(_, l, r)| (l.clone(), r.clone()))
             .ok_or(Error::State("no such CHILD SA"))?;
+        if self.replaced.contains(&spi_in) || self.rekey_request_for(spi_in).is_some() {
+            return Err(Error::State("CHILD SA already rekeyed or being rekeyed"));
+        }
+        if self.closing_child(spi_in) {
+            return Err(Error::State("CHILD SA being deleted"));
+        }
         let new = random_u32(rng);
         self.child_reqs.push(Some(ChildRequest {
             spi_in: new,
@@ -1845,6 +1886,8 @@ impl IkeSa {
             remote_ts,
             rekey: Some(spi_in),
             ke: self.pfs_ke()?,
+            collided: None,
+            orphaned: false,
         }));
         self.queue(now, Op::CreateChild(self.child_reqs.len() - 1), rng)?;
         Ok(new)
@@ -1893,14 +1936,21 @@ impl IkeSa {
         n.nr = nr;
         n.nat_detected = self.nat_detected;
         n.derive_from(&seed)?;
+        Ok(n)
+    }
+
+    /// Moves our CHILD SAs to the IKE SA that replaces this one; this one
+    /// then only exchanges its Delete.
+    fn hand_over(&mut self, n: &mut IkeSa) {
         n.children = std::mem::take(&mut self.children);
         n.child_ts = std::mem::take(&mut self.child_ts);
+        n.replaced = std::mem::take(&mut self.replaced);
         self.state = State::Rekeyed;
+        let (spi_i, spi_r) = n.spis();
         n.events.push_back(Event::Log(format!(
             "IKE_SA rekeyed: SPIs {:016x}_i {:016x}_r replaced by {spi_i:016x}_i {spi_r:016x}_r",
             self.spi_i, self.spi_r
         )));
-        Ok(n)
     }
 
     /// Sends a liveness check (an empty INFORMATIONAL request, RFC 7296
@@ -1908,6 +1958,52 @@ impl IkeSa {
     /// retransmissions, [`Event::PeerDead`].
     pub fn check_liveness(&mut self, now: Instant, rng: &mut dyn Random) -> Result<(), Error> {
         self.queue(now, Op::Liveness, rng)
+    }
+
+    /// Our CHILD SA request (queued or sent) that rekeys `spi_in`.
+    fn rekey_request_for(&self, spi_in: u32) -> Option<usize> {
+        self.child_reqs
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.rekey == Some(spi_in)))
+    }
+
+    /// The operation of our request in flight.
+    fn pending_op(&self) -> Option<Op> {
+        self.pending.as_ref().and_then(|p| p.op)
+    }
+
+    /// Whether we are deleting this CHILD SA (queued or sent).
+    fn closing_child(&self, spi_in: u32) -> bool {
+        self.pending_op() == Some(Op::DeleteChild(spi_in))
+            || self.ops.contains(&Op::DeleteChild(spi_in))
+    }
+
+    /// Whether we are deleting this IKE SA (queued or sent).
+    fn closing_ike(&self) -> bool {
+        self.pending_op() == Some(Op::DeleteIke) || self.ops.contains(&Op::DeleteIke)
+    }
+
+    /// Answers a request with TEMPORARY_FAILURE (RFC 7296 §2.25): it
+    /// collides with an exchange of ours; the peer retries later.
+    fn temporary_failure(
+        &mut self,
+        exchange: ExchangeType,
+        msg_id: u32,
+        why: &str,
+        rng: &mut dyn Random,
+    ) -> Result<(), Error> {
+        let bytes = self.protect(
+            exchange,
+            true,
+            msg_id,
+            &[notify(NotifyType::TEMPORARY_FAILURE, vec![])],
+            rng,
+        )?;
+        self.send_response(msg_id, bytes);
+        self.events.push_back(Event::Log(format!(
+            "answered {exchange} request {msg_id} with TEMPORARY_FAILURE: {why}"
+        )));
+        Ok(())
     }
 
     fn remove_child_by_out(&mut self, spi_out: u32) -> Option<(u32, u32)> {
@@ -1937,6 +2033,7 @@ impl IkeSa {
                 self.events.push_back(Event::Deleted);
             }
             Some(Op::DeleteChild(spi_in)) => {
+                self.replaced.retain(|x| *x != spi_in);
                 if let Some(pos) = self.children.iter().position(|(i, _)| *i == spi_in) {
                     let (i, o) = self.children.remove(pos);
                     self.events.push_back(Event::ChildDeleted {
@@ -1973,10 +2070,31 @@ impl IkeSa {
             return Err(Error::State("CHILD SA request gone"));
         };
         if let Some(n) = first_error_notify(&inner) {
-            self.events.push_back(Event::Failed {
-                reason: format!("CREATE_CHILD_SA refused: {n}"),
-                notify: Some(n),
-            });
+            match req.rekey {
+                // Refused because the peer replaced or deleted the CHILD SA
+                // meanwhile (§2.25.1): nothing to do.
+                Some(old)
+                    if self.replaced.contains(&old)
+                        || !self.children.iter().any(|(i, _)| *i == old) =>
+                {
+                    self.events.push_back(Event::Log(format!(
+                        "rekey of CHILD_SA {old:08x}_i answered {n}: the peer replaced or deleted it meanwhile"
+                    )));
+                }
+                Some(old) => {
+                    self.events.push_back(Event::Log(format!(
+                        "rekey of CHILD_SA {old:08x}_i refused: {n}"
+                    )));
+                    self.events.push_back(Event::RekeyFailed {
+                        child: Some(old),
+                        notify: n,
+                    });
+                }
+                None => self.events.push_back(Event::Failed {
+                    reason: format!("CREATE_CHILD_SA refused: {n}"),
+                    notify: Some(n),
+                }),
+            }
             return self.start_next_op(now, rng);
         }
         ike_wire::rules::check(ExchangeType::CREATE_CHILD_SA, false, &inner)
@@ -2007,6 +2125,34 @@ impl IkeSa {
                 return self.start_next_op(now, rng);
             }
         };
+        if let (Some(old), true) = (req.rekey, req.orphaned) {
+            // The peer deleted what we rekeyed while we asked (§2.25.1):
+            // forget our rekey, and the SA it brought.
+            self.events.push_back(Event::Log(format!(
+                "CHILD_SA {old:08x}_i was deleted by the peer during our rekey: deleting the new {:08x}_i",
+                req.spi_in
+            )));
+            self.ops.push_back(Op::DeleteChild(req.spi_in));
+            return self.start_next_op(now, rng);
+        }
+        if let (Some(old), Some(peer_low)) = (req.rekey, &req.collided) {
+            // Both rekeyed the same CHILD SA (§2.8.1): the SA made with the
+            // lowest of the four nonces is closed by whoever made it; the
+            // other side's initiator deletes the old one.
+            let our_low = std::cmp::min(req.nonce.as_slice(), nr.as_slice());
+            if our_low < peer_low.as_slice() {
+                self.events.push_back(Event::Log(format!(
+                    "CHILD_SA rekey collision for {old:08x}_i lost (lowest nonce ours): deleting our redundant {:08x}_i, the peer's rekey replaces it",
+                    req.spi_in
+                )));
+                self.ops.push_back(Op::DeleteChild(req.spi_in));
+                return self.start_next_op(now, rng);
+            }
+            self.events.push_back(Event::Log(format!(
+                "CHILD_SA rekey collision for {old:08x}_i won: {:08x}_i replaces it, the peer deletes its redundant one",
+                req.spi_in
+            )));
+        }
         self.install_child(
             req.spi_in,
             spi_out,
@@ -2022,7 +2168,9 @@ impl IkeSa {
         // The rekey's initiator deletes the old CHILD SA once the new one
         // is up (RFC 7296 §2.8).
         if let Some(old) = req.rekey {
-            self.ops.push_back(Op::DeleteChild(old));
+            if !self.closing_child(old) {
+                self.ops.push_back(Op::DeleteChild(old));
+            }
         }
         self.start_next_op(now, rng)
     }
@@ -2057,7 +2205,40 @@ impl IkeSa {
         let ike_rekey = inner.iter().any(|p| {
             matches!(&p.body, Body::Sa(props) if props.iter().any(|x| x.protocol == ProtocolId::IKE))
         });
+        if self.ike_rekey.is_some() || self.pending_op() == Some(Op::RekeyIke) {
+            // §2.25.2: nothing is created or rekeyed while we rekey the
+            // IKE SA (a colliding IKE SA rekey is answered as usual).
+            if !ike_rekey {
+                return self.temporary_failure(
+                    ExchangeType::CREATE_CHILD_SA,
+                    msg_id,
+                    "we are rekeying the IKE SA",
+                    rng,
+                );
+            }
+        }
         if ike_rekey {
+            if self.closing_ike() {
+                return self.temporary_failure(
+                    ExchangeType::CREATE_CHILD_SA,
+                    msg_id,
+                    "we are deleting the IKE SA",
+                    rng,
+                );
+            }
+            if matches!(
+                self.pending_op(),
+                Some(Op::CreateChild(_) | Op::DeleteChild(_))
+            ) {
+                return self.temporary_failure(
+                    ExchangeType::CREATE_CHILD_SA,
+                    msg_id,
+                    "a CHILD SA exchange of ours is in progress",
+                    rng,
+                );
+            }
+            // Ours, if still queued, is no longer needed.
+            self.ops.retain(|o| *o != Op::RekeyIke);
             return self.on_ike_rekey_request(msg_id, &inner, rng);
         }
         // A rekey (RFC 7296 §2.8) names the CHILD SA by the SPI the
@@ -2083,6 +2264,32 @@ impl IkeSa {
                 None => return refuse(self, NotifyType::CHILD_SA_NOT_FOUND, rng),
             },
         };
+        // Collisions (§2.25.1): a CHILD SA we delete or already replaced is
+        // not rekeyed again; one we are about to rekey ourselves is left to
+        // the peer; one whose rekey we sent is answered, and the nonces
+        // decide when our response arrives.
+        let mut collided = None;
+        if let Some(x) = rekeys {
+            if self.closing_child(x) || self.replaced.contains(&x) {
+                return self.temporary_failure(
+                    ExchangeType::CREATE_CHILD_SA,
+                    msg_id,
+                    &format!("CHILD_SA {x:08x}_i is being deleted or was rekeyed"),
+                    rng,
+                );
+            }
+            if let Some(i) = self.rekey_request_for(x) {
+                if self.pending_op() == Some(Op::CreateChild(i)) {
+                    collided = Some(i);
+                } else {
+                    self.ops.retain(|o| *o != Op::CreateChild(i));
+                    self.child_reqs[i] = None;
+                    self.events.push_back(Event::Log(format!(
+                        "the peer rekeys CHILD_SA {x:08x}_i: our queued rekey is dropped"
+                    )));
+                }
+            }
+        }
         // PFS: a KE of our group, or of any group we support when we
         // require none; without one when we require PFS: refused.
         let pfs = match (Self::ke_of(&inner), self.cfg.pfs) {
@@ -2153,6 +2360,16 @@ impl IkeSa {
         ]);
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
+        if let Some(i) = collided {
+            let low = std::cmp::min(ni.as_slice(), nr.as_slice()).to_vec();
+            if let Some(Some(r)) = self.child_reqs.get_mut(i) {
+                r.collided = Some(low);
+            }
+            self.events.push_back(Event::Log(format!(
+                "CHILD_SA rekey collision: the peer rekeys {:08x}_i too; the nonces decide when our response arrives",
+                rekeys.unwrap_or_default()
+            )));
+        }
         self.install_child(
             spi_in,
             spi_out,
@@ -2249,9 +2466,20 @@ impl IkeSa {
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
         // The new IKE SA's initiator is the rekey's initiator (§2.18).
+        let low = std::cmp::min(ni.as_slice(), nr.as_slice()).to_vec();
         let mut next = self.successor(Role::Responder, spi_i, spi_r, ni, nr, &g_ir, rng)?;
         next.dh = group;
-        self.events.push_back(Event::IkeRekeyed(Box::new(next)));
+        if self.ike_rekey.is_some() {
+            // Both rekey the IKE SA (§2.25.2): hold the peer's new SA until
+            // our response says which one survives.
+            self.events.push_back(Event::Log(
+                "IKE_SA rekey collision: the peer rekeys too; the nonces decide when our response arrives".into(),
+            ));
+            self.ike_collision = Some((Box::new(next), low));
+        } else {
+            self.hand_over(&mut next);
+            self.events.push_back(Event::IkeRekeyed(Box::new(next)));
+        }
         Ok(())
     }
 
@@ -2266,9 +2494,19 @@ impl IkeSa {
             .take()
             .ok_or(Error::State("no IKE SA rekey outstanding"))?;
         if let Some(n) = first_error_notify(inner) {
-            self.events.push_back(Event::Failed {
-                reason: format!("IKE SA rekey refused: {n}"),
-                notify: Some(n),
+            if let Some((mut p, _)) = self.ike_collision.take() {
+                self.events.push_back(Event::Log(format!(
+                    "our IKE_SA rekey answered {n}; the peer's colliding rekey stands"
+                )));
+                self.hand_over(&mut p);
+                self.events.push_back(Event::IkeRekeyed(p));
+                return self.start_next_op(now, rng);
+            }
+            self.events
+                .push_back(Event::Log(format!("IKE_SA rekey refused: {n}")));
+            self.events.push_back(Event::RekeyFailed {
+                child: None,
+                notify: n,
             });
             return self.start_next_op(now, rng);
         }
@@ -2296,7 +2534,31 @@ impl IkeSa {
             return Err(Error::Unexpected("IKE SA rekey response incomplete"));
         };
         let g_ir = ours.ke.agree(&peer_pub).map_err(Error::Crypto)?;
-        let next = self.successor(Role::Initiator, ours.spi, spi_r, ours.nonce, nr, &g_ir, rng)?;
+        let our_low = std::cmp::min(ours.nonce.as_slice(), nr.as_slice()).to_vec();
+        let mut next =
+            self.successor(Role::Initiator, ours.spi, spi_r, ours.nonce, nr, &g_ir, rng)?;
+        if let Some((mut p, peer_low)) = self.ike_collision.take() {
+            // §2.18: the new IKE SA made with the lowest of the four nonces
+            // is closed by whoever made it; the survivor inherits the CHILD
+            // SAs and its initiator deletes the old IKE SA.
+            if our_low < peer_low {
+                self.events.push_back(Event::Log(format!(
+                    "IKE_SA rekey collision lost (lowest nonce ours): deleting our redundant {:016x}_i {:016x}_r",
+                    next.spi_i, next.spi_r
+                )));
+                self.hand_over(&mut p);
+                next.queue(now, Op::DeleteIke, rng)?;
+                self.events.push_back(Event::IkeRekeyed(p));
+                self.events.push_back(Event::IkeRedundant(Box::new(next)));
+                return self.start_next_op(now, rng);
+            }
+            self.events.push_back(Event::Log(format!(
+                "IKE_SA rekey collision won: the peer deletes its redundant {:016x}_i {:016x}_r",
+                p.spi_i, p.spi_r
+            )));
+            self.events.push_back(Event::IkeRedundant(p));
+        }
+        self.hand_over(&mut next);
         self.events.push_back(Event::IkeRekeyed(Box::new(next)));
         // The rekey's initiator deletes the old IKE SA (§2.18).
         self.ops.retain(|o| *o == Op::DeleteIke);
@@ -2336,7 +2598,24 @@ impl IkeSa {
                             continue;
                         };
                         if let Some((i, o)) = self.remove_child_by_out(u32::from_be_bytes(b)) {
-                            ours.push(i.to_be_bytes().to_vec());
+                            // §2.25.1: deleting it ourselves, we answer
+                            // without its SPI; rekeying it, we forget that.
+                            if self.closing_child(i) {
+                                self.ops.retain(|op| *op != Op::DeleteChild(i));
+                            } else {
+                                ours.push(i.to_be_bytes().to_vec());
+                            }
+                            if let Some(r) = self.rekey_request_for(i) {
+                                if self.pending_op() == Some(Op::CreateChild(r)) {
+                                    if let Some(Some(req)) = self.child_reqs.get_mut(r) {
+                                        req.orphaned = true;
+                                    }
+                                } else {
+                                    self.ops.retain(|op| *op != Op::CreateChild(r));
+                                    self.child_reqs[r] = None;
+                                }
+                            }
+                            self.replaced.retain(|x| *x != i);
                             deleted.push((i, o));
                         }
                     }
@@ -2356,6 +2635,11 @@ impl IkeSa {
         }
         if delete_ike {
             out.clear();
+            if let Some((mut p, _)) = self.ike_collision.take() {
+                // The peer deletes the old IKE SA: its colliding rekey won.
+                self.hand_over(&mut p);
+                self.events.push_back(Event::IkeRekeyed(p));
+            }
             deleted.extend(std::mem::take(&mut self.children));
         }
         let bytes = self.protect(ExchangeType::INFORMATIONAL, true, msg_id, &out, rng)?;

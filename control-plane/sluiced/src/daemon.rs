@@ -775,6 +775,36 @@ impl Daemon2 {
                     more_children = true;
                 }
                 Event::IkeRekeyed(next) => self.adopt(id, *next),
+                Event::IkeRedundant(extra) => {
+                    // A rekey collision's loser: kept only to exchange its
+                    // Delete, then removed like any closed IKE SA.
+                    let (spi_i, spi_r) = extra.spis();
+                    info!("IKE_SA {spi_i:016x}_i {spi_r:016x}_r is redundant (rekey collision): deleting it");
+                    if let Some(conn) = self.entries.get(&id).map(|e| e.conn) {
+                        let nid = self.add(conn, *extra);
+                        self.half_open.remove(&nid);
+                        self.pump(nid);
+                    }
+                }
+                Event::RekeyFailed { child, notify } => {
+                    // Tried again in 10 s (RFC 7296 §2.25: wait, then retry).
+                    let again = Instant::now() + Duration::from_secs(10);
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        match child {
+                            Some(spi) => {
+                                warn!(%notify, "CHILD_SA {spi:08x}_i not rekeyed, trying again in 10 s");
+                                if let Some(c) = e.children.iter_mut().find(|c| c.spi_in == spi) {
+                                    c.rekeying = false;
+                                    c.rekey_at = Some(again);
+                                }
+                            }
+                            None => {
+                                warn!(%notify, "IKE_SA not rekeyed, trying again in 10 s");
+                                e.ike_rekey_at = Some(again);
+                            }
+                        }
+                    }
+                }
                 Event::ChildInstalled(c) => self.install(id, c),
                 Event::ChildDeleted { spi_in, spi_out } => self.uninstall(id, spi_in, spi_out),
                 Event::Deleted => close = Some("deleted"),

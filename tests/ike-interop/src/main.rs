@@ -329,6 +329,13 @@ fn run() -> Result<(), String> {
                     println!("IKE_SA rekeyed: now SPIs {i:016x}_i {r:016x}_r");
                     rekeyed = Some(next);
                 }
+                Event::IkeRedundant(extra) => {
+                    let (i, r) = extra.spis();
+                    println!("redundant IKE_SA {i:016x}_i {r:016x}_r (rekey collision) ignored");
+                }
+                Event::RekeyFailed { child, notify } => {
+                    println!("rekey of {child:?} failed: {notify}");
+                }
             }
         }
         if let Some(next) = rekeyed {
