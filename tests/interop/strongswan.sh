@@ -45,9 +45,10 @@ declare -A WHAT=(
   [cookie-by-strongswan]="strongSwan demands a COOKIE (cookie_threshold = 1, one half-open SA made by ike-peer): sluiced initiates, answers it, the tunnel comes up"
   [cookie-flood-sw-peer]="a flood of 20000 spoofed IKE_SA_INITs (half claiming strongSwan's address) at sluiced's defaults while strongSwan initiates: its tunnel comes up, memory stays flat, the flood is counted"
   [rekey-collision]="a CHILD SA rekey collision: sluiced's rekey_time fires while strongSwan's rekey of the same CHILD SA is on its (slowed) way; both answer, the nonces pick one new CHILD SA, nothing redundant is left"
+  [rekey-collision-ike]="an IKE SA rekey collision the same way (ike_rekey_time = 6, swanctl --rekey --ike): one new IKE SA on both sides holds the CHILD SA, the redundant one is deleted"
   [cert-crl-revoked]="a CRL (strongSwan's pki --signcrl) revokes strongSwan's certificate: sluiced refuses it, no SA anywhere"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked frag-cert-both cookie-by-strongswan cookie-flood-sw-peer rekey-collision)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked frag-cert-both cookie-by-strongswan cookie-flood-sw-peer rekey-collision rekey-collision-ike)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -429,9 +430,15 @@ for s in "${SCEN[@]}"; do
       echo "    flood: $(sum unknown_peer) from unknown addresses dropped, $(sum cookies_sent) answered with a COOKIE, $(sum per_source_full) dropped at twice the per-source limit, $(sum cookies_valid) valid COOKIE(s)"
       [ "$(sum unknown_peer)" -ge 5000 ] && [ "$(sum cookies_sent)" -ge 1000 ] && [ "$(sum cookies_valid)" -ge 1 ] || ok=0
       ;;
-    rekey-collision)
+    rekey-collision|rekey-collision-ike)
       # The old inbound SA lingers 1 s: the check comes before the next rekey.
-      DAEMON_EXTRA='delete_rekeyed_delay = 1' config "$(printf 'rekey_time = 6\nretransmit_initial_ms = 6000')"
+      if [ $s = rekey-collision ]; then
+        DAEMON_EXTRA='delete_rekeyed_delay = 1' config "$(printf 'rekey_time = 6\nretransmit_initial_ms = 6000')"
+        what=child; rekey_log='rekeying CHILD_SA'; resolved='rekey collision for .* \(won\|lost\)'
+      else
+        config "$(printf 'ike_rekey_time = 6\nretransmit_initial_ms = 6000')"
+        what=ike; rekey_log='rekeying the IKE_SA'; resolved='IKE_SA rekey collision \(won\|lost\)'
+      fi
       start_sluiced || ok=0
       timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
       wait_log 'CHILD_SA installed' 5 || ok=0
@@ -442,12 +449,19 @@ for s in "${SCEN[@]}"; do
       # request arrives ~3 s later, after sluiced's went out, so each side
       # gets the other's request while its own is outstanding.
       sleep 4.9
-      ip netns exec "${SWAN_NS}A" tc qdisc add dev ext0 root tbf rate 800bit burst 600 latency 60s
-      ip netns exec "${SWAN_NS}A" ping -c1 -W1 -s 540 198.18.0.2 > /dev/null 2>&1
-      timeout 30 "$PAIR" sw A --rekey --child net > "$W/rekey.log" 2>&1 &
-      for _ in $(seq 300); do grep -q 'rekey collision for .* \(won\|lost\)' "$W/log" && break; sleep 0.1; done
-      grep -m1 'CHILD_SA rekey collision:' "$W/log" | sed 's/.*: CHILD/    sluiced: CHILD/' | grep . || { echo "sluiced saw no collision"; ok=0; }
-      grep -m1 'rekey collision for .* \(won\|lost\)' "$W/log" | sed 's/.*: CHILD/    sluiced: CHILD/' | grep . || { echo "sluiced did not resolve a collision"; ok=0; }
+      # (tbf drops what exceeds its burst: strongSwan's IKE rekey request,
+      # with all its default proposals, is ~700 bytes.)
+      if [ $what = child ]; then tbf="rate 800bit burst 600" fill=540; else tbf="rate 2400bit burst 1600" fill=1400; fi
+      ip netns exec "${SWAN_NS}A" tc qdisc add dev ext0 root tbf $tbf latency 60s
+      ip netns exec "${SWAN_NS}A" ping -c1 -W1 -s $fill 198.18.0.2 > /dev/null 2>&1
+      if [ $what = child ]; then
+        timeout 30 "$PAIR" sw A --rekey --child net > "$W/rekey.log" 2>&1 &
+      else
+        timeout 30 "$PAIR" sw A --rekey --ike psw > "$W/rekey.log" 2>&1 &
+      fi
+      for _ in $(seq 300); do grep -q "$resolved" "$W/log" && break; sleep 0.1; done
+      grep -m1 'rekey collision: the peer rekeys' "$W/log" | sed 's/.*daemon: /    sluiced: /' | grep . || { echo "sluiced saw no collision"; ok=0; }
+      grep -m1 "$resolved" "$W/log" | sed 's/.*daemon: /    sluiced: /' | grep . || { echo "sluiced did not resolve a collision"; ok=0; }
       # The redundant SA and the old one go; one new CHILD SA remains.
       for _ in $(seq 100); do
         [ "$(wc -w <<< "$(table_spi in)")" = 1 ] && [ "$(table_spi in)" != "$old" ] && [ "$(wc -w <<< "$(sw_spis in)")" = 1 ] && break
@@ -455,8 +469,20 @@ for s in "${SCEN[@]}"; do
       done
       ip netns exec "${SWAN_NS}A" tc qdisc del dev ext0 root 2>/dev/null
       grep -m1 -i 'rekey collision' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /' | grep . || { echo "strongSwan saw no collision"; ok=0; }
-      [ "$(table_spi in)" != "$old" ] || { echo "the old CHILD SA is still there"; ok=0; }
-      CURRENT_KEYS_ONLY=1 check_match 1 || ok=0
+      if [ $what = child ]; then
+        [ "$(table_spi in)" != "$old" ] || { echo "the old CHILD SA is still there"; ok=0; }
+        CURRENT_KEYS_ONLY=1 check_match 1 || ok=0
+      else
+        # One IKE SA left at strongSwan (the old and the redundant one deleted),
+        # the CHILD SA untouched and still mirrored.
+        for _ in $(seq 50); do [ "$("$PAIR" sw A --list-sas 2>/dev/null | grep -c '^psw: #')" = 1 ] && break; sleep 0.1; done
+        n=$("$PAIR" sw A --list-sas 2>/dev/null | grep -c '^psw: #')
+        "$PAIR" sw A --list-sas 2>/dev/null | grep '^psw: #' | sed 's/^/    strongSwan: /'
+        [ "$n" = 1 ] || { echo "strongSwan has $n IKE SAs"; ok=0; }
+        grep -m1 'IKE_SA .* closed: deleted' "$W/log" | sed 's/.*daemon: /    sluiced: /'
+        [ "$(table_spi in)" = "$old" ] || { echo "the CHILD SA changed"; ok=0; }
+        check_match 1 || ok=0
+      fi
       ;;
     delete-by-strongswan)
       config; start_sluiced || ok=0
@@ -491,7 +517,7 @@ for s in "${SCEN[@]}"; do
       grep -m1 'peer dead' "$W/log" | sed 's/.*daemon: /    sluiced: /'
       ;;
   esac
-  table | sed "s/^/    /"; stop_sluiced
+  table | sed "s/^/    /"; stop_sluiced; [ -n "${KEEP_LOG:-}" ] && cp "$W/log" /tmp/keep-sluiced.log && cp "$SWAN_STATE/run/A/charon.log" /tmp/keep-charon.log
   if [ $ok = 1 ]; then echo "ok $s"; else echo "FAIL $s"; tail -20 "$W/log" 2>/dev/null; fail=1; fi
   "$PAIR" down >/dev/null 2>&1
 done
