@@ -28,13 +28,14 @@ declare -A WHAT=(
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
   [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey): no stall"
   [rekey-two]="CHILD SAs (IPv4 and IPv6) rekeyed every ~2 s by appliance A under iperf3 traffic: no stall, no ESP drops"
+  [reauth-two]="IKE SA reauthenticated every ~3 s by appliance A (reauth_time, RFC 7296 §2.8.3: a new IKE SA and CHILD SAs, then the old deleted) under iperf3 traffic: no stall, no ESP drops"
   [rekey-volume]="lifetime_bytes = 300 MB on appliance A: CHILD SAs rekeyed at 9/10 of it under iperf3 traffic, before the hard limit, no stall"
   [trap-on-traffic]="appliance A with start_action = trap: the first packet hits a trap policy, sluice-dp reports it, sluiced initiates; IPv4 and IPv6 then flow"
   [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner), counters equal, no replay drops"
 )
 declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
-  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [trap-on-traffic]=sluice [rekey-volume]=sluice)
-ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two rekey-volume trap-on-traffic)
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [reauth-two]=sluice [trap-on-traffic]=sluice [rekey-volume]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two reauth-two rekey-volume trap-on-traffic)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
   exit 0
@@ -53,7 +54,7 @@ W=$SWAN_STATE/w
 PIDS=()
 # shellcheck source=tests/e2e/lib.sh
 . "$ROOT/tests/e2e/lib.sh"
-trap 'cleanup; rm -rf "$SWAN_STATE"' EXIT INT TERM
+trap 'cleanup; [ -n "${KEEP_LOGS:-}" ] && cp -r "$W" "$KEEP_LOGS"; rm -rf "$SWAN_STATE"' EXIT INT TERM
 
 flock /tmp/sluice-cargo.lock cargo build -q --release -p sluiced -p sluice-dp || exit 1
 SLUICED=$ROOT/target/release/sluiced
@@ -179,6 +180,9 @@ for s in "${SCEN[@]}"; do
     rekey-two)
       REKEY_A=2 two_up 1 || ok=0
       ;;
+    reauth-two)
+      CONN_EXTRA_A='reauth_time = 3' two_up 1 || ok=0
+      ;;
     trap-on-traffic)
       START_A=trap two_up 1 || ok=0
       ;;
@@ -249,7 +253,7 @@ for s in "${SCEN[@]}"; do
         sleep 0.5
         appliance_counters_agree || ok=0
         ;;
-      rekey-sw|rekey-two)
+      rekey-sw|rekey-two|reauth-two)
         if [ $s = rekey-sw ]; then
           log=$W/sluiced.log; cl=$H; sv=$A; dst=198.19.1.1; src=198.19.2.2; tbl=$SW_TABLE
         else
@@ -257,7 +261,8 @@ for s in "${SCEN[@]}"; do
         fi
         CLIENT=$cl
         pings $cl 3 $src $dst > /dev/null
-        before=$(grep -c 'CHILD_SA rekeyed' "$log")
+        event='CHILD_SA rekeyed'; [ $s = reauth-two ] && event='reauthenticated: deleting the old IKE_SA'
+        before=$(grep -c "$event" "$log")
         x $sv timeout 20 iperf3 -s -1 -B $dst > /dev/null 2>&1 &
         sleep 0.4
         x $cl timeout 20 iperf3 -c $dst -t 9 -i 1 -f m > "$W/iperf.log" 2>&1 &
@@ -266,8 +271,9 @@ for s in "${SCEN[@]}"; do
           sleep 4.5; timeout 10 "$PAIR" sw A --rekey --child net > "$W/rekey.log" 2>&1 || { echo "    swanctl --rekey failed"; ok=0; }
         fi
         wait $ip
-        rekeys=$(( $(grep -c 'CHILD_SA rekeyed' "$log") - before ))
-        echo "    CHILD SA rekeys during the run: $rekeys ($(grep 'CHILD_SA rekeyed' "$log" | tail -1 | sed 's/.*daemon: //'))"
+        rekeys=$(( $(grep -c "$event" "$log") - before ))
+        echo "    ${event%%:*} during the run: $rekeys ($(grep "$event" "$log" | tail -1 | sed 's/.*daemon: //'))"
+        [ $s = reauth-two ] && grep -m1 'takes over from' "$log" | sed 's/.*daemon: /    A: /'
         [ $s = rekey-sw ] && grep -c 'rekeying CHILD_SA' "$log" | sed 's/^/    started by sluiced: /'
         [ "$rekeys" -ge 2 ] || { echo "    too few rekeys"; ok=0; }
         secs=$(awk '/sec/ && /Mbits/ && !/sender|receiver/ {print $7}' "$W/iperf.log" | tr '\n' ' ')

@@ -46,9 +46,11 @@ declare -A WHAT=(
   [cookie-flood-sw-peer]="a flood of 20000 spoofed IKE_SA_INITs (half claiming strongSwan's address) at sluiced's defaults while strongSwan initiates: its tunnel comes up, memory stays flat, the flood is counted"
   [rekey-collision]="a CHILD SA rekey collision: sluiced's rekey_time fires while strongSwan's rekey of the same CHILD SA is on its (slowed) way; both answer, the nonces pick one new CHILD SA, nothing redundant is left"
   [rekey-collision-ike]="an IKE SA rekey collision the same way (ike_rekey_time = 6, swanctl --rekey --ike): one new IKE SA on both sides holds the CHILD SA, the redundant one is deleted"
+  [reauth-by-sluiced]="sluiced reauthenticates (reauth_time = 4): a new IKE SA and CHILD SA from scratch take over, then the old IKE SA is deleted; one IKE SA left at strongSwan"
+  [reauth-by-strongswan]="strongSwan reauthenticates (swanctl --rekey --ike --reauth): one new IKE SA and CHILD SA at both, the policy on the new outbound SA"
   [cert-crl-revoked]="a CRL (strongSwan's pki --signcrl) revokes strongSwan's certificate: sluiced refuses it, no SA anywhere"
 )
-ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked frag-cert-both cookie-by-strongswan cookie-flood-sw-peer rekey-collision rekey-collision-ike)
+ORDER=(psk-sw-initiates psk-sluiced-initiates create-child-sa delete-by-strongswan sigterm-deletes dpd-killed-peer invalid-ke esp-aes-cbc-sha256 esp-chacha20 ike-modp2048 ike-aes256gcm16-ecp384 ike-aes128gcm16-ecp256 ike-aes256-sha512-modp3072 policy-two-children route-based psk-dn-ids rekey-ike-both rekey-child-both rekey-child-pfs lifetime-hard cookie-by-sluiced keylog-tshark cert-sw-initiates cert-sluiced-initiates cert-rsa-pss cert-openssl-p384 cert-crl-revoked frag-cert-both cookie-by-strongswan cookie-flood-sw-peer rekey-collision rekey-collision-ike reauth-by-sluiced reauth-by-strongswan)
 # IKE proposal scenarios: what both sides are given | what strongSwan must show.
 declare -A IKE_SCEN=(
   [ike-modp2048]="aes256-sha384-modp2048|AES_CBC-256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
@@ -483,6 +485,42 @@ for s in "${SCEN[@]}"; do
         [ "$(table_spi in)" = "$old" ] || { echo "the CHILD SA changed"; ok=0; }
         check_match 1 || ok=0
       fi
+      ;;
+    reauth-by-sluiced|reauth-by-strongswan)
+      if [ $s = reauth-by-sluiced ]; then
+        DAEMON_EXTRA='delete_rekeyed_delay = 1' config 'reauth_time = 4'
+      else
+        DAEMON_EXTRA='delete_rekeyed_delay = 1' config
+      fi
+      start_sluiced || ok=0
+      timeout 20 "$PAIR" sw A --initiate --ike psw --child net > /dev/null 2>&1 || ok=0
+      wait_log 'CHILD_SA installed' 5 || ok=0
+      ike0=$("$PAIR" sw A --list-sas 2>/dev/null | grep -o '[0-9a-f]\{16\}_i[*]\? [0-9a-f]\{16\}_r[*]\?' | head -1)
+      old=$(table_spi in)
+      if [ $s = reauth-by-sluiced ]; then
+        wait_log 'reauthenticated: deleting the old IKE_SA' 8 || { echo "sluiced did not reauthenticate"; ok=0; }
+        pat='closed: deleted'
+      else
+        timeout 20 "$PAIR" sw A --rekey --ike psw --reauth > "$W/reauth.log" 2>&1 || { echo "swanctl --reauth failed"; cat "$W/reauth.log"; ok=0; }
+        pat='closed: deleted'
+      fi
+      wait_log "$pat" 5 || { echo "the old IKE SA was not deleted at sluiced"; ok=0; }
+      # The old inbound SA lingers 1 s.
+      for _ in $(seq 30); do [ "$(wc -w <<< "$(table_spi in)")" = 1 ] && [ "$(table_spi in)" != "$old" ] && break; sleep 0.1; done
+      if [ $s = reauth-by-sluiced ]; then
+        grep -m1 'takes over from' "$W/log" | sed 's/.*daemon: /    sluiced: /' | grep . || { echo "no CHILD SA took the policies over"; ok=0; }
+      else
+        # strongSwan 5.9 deletes the old IKE SA first (break-before-make),
+        # then sets up the new one; make-before-break is tested by reauth-two.
+        grep -m1 'reauthenticating IKE_SA' "$SWAN_STATE/run/A/charon.log" | sed 's/.*\] /    strongSwan: /'
+      fi
+      n=$("$PAIR" sw A --list-sas 2>/dev/null | grep -c '^psw: #')
+      ike1=$("$PAIR" sw A --list-sas 2>/dev/null | grep -o '[0-9a-f]\{16\}_i[*]\? [0-9a-f]\{16\}_r[*]\?' | head -1)
+      echo "    strongSwan: $n IKE SA(s), SPIs $ike0 -> $ike1"
+      [ "$n" = 1 ] && [ "$ike1" != "$ike0" ] || { echo "expected one new IKE SA at strongSwan"; ok=0; }
+      [ "$(table_spi in)" != "$old" ] || { echo "the CHILD SA was not replaced"; ok=0; }
+      table | grep -q "protect, out SPI $(table_spi out | tr -d ' ')" || { echo "the policy is not on the new outbound SA"; ok=0; }
+      CURRENT_KEYS_ONLY=1 check_match 1 || ok=0
       ;;
     delete-by-strongswan)
       config; start_sluiced || ok=0

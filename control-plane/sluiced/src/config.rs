@@ -174,6 +174,11 @@ pub(crate) struct Connection {
     /// 0 = never.
     #[serde(default = "default_ike_rekey_time")]
     pub(crate) ike_rekey_time: u64,
+    /// Seconds after which the IKE SA is reauthenticated instead of
+    /// rekeyed (RFC 7296 §2.8.3): a new IKE SA from scratch takes over the
+    /// CHILD SAs' traffic, then the old one is deleted; 0 = never.
+    #[serde(default)]
+    pub(crate) reauth_time: u64,
     /// IKEv2 fragmentation (RFC 7383): the largest IP datagram an IKE
     /// message is sent in once both peers announced support; 0 = do not
     /// announce it.
@@ -398,6 +403,8 @@ pub(crate) struct Resolved {
     pub(crate) life: ChildLife,
     /// IKE SA rekey interval.
     pub(crate) ike_rekey_time: Option<Duration>,
+    /// IKE SA reauthentication interval (replaces the rekey when set).
+    pub(crate) reauth_time: Option<Duration>,
     /// The protocol configuration.
     pub(crate) ike: ike_proto::Config,
 }
@@ -527,8 +534,9 @@ impl File {
                     hard_bytes: c.lifetime_bytes,
                     hard_packets: c.lifetime_packets,
                 },
-                ike_rekey_time: (c.ike_rekey_time > 0)
+                ike_rekey_time: (c.ike_rekey_time > 0 && c.reauth_time == 0)
                     .then(|| Duration::from_secs(c.ike_rekey_time)),
+                reauth_time: (c.reauth_time > 0).then(|| Duration::from_secs(c.reauth_time)),
                 ike: ike_proto::Config {
                     local_id,
                     remote_id: identity(&c.remote_id).map_err(ctx)?,

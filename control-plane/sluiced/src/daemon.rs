@@ -51,6 +51,9 @@ struct Installed {
     successor: Option<SaHandle>,
     /// Replaced by a rekey (its inbound SA lingers after the delete).
     replaced: bool,
+    /// Its traffic selectors: a CHILD SA with the same ones in a new IKE
+    /// SA of the connection (reauthentication) takes its policies over.
+    ts: (Vec<ike_proto::Selector>, Vec<ike_proto::Selector>),
 }
 
 /// What the IKE_SA_INIT defences turned away, logged every 10 s.
@@ -74,6 +77,11 @@ struct Entry {
     half_open_until: Option<Instant>,
     /// When to rekey the IKE SA (its lifetime minus jitter).
     ike_rekey_at: Option<Instant>,
+    /// When to reauthenticate it (RFC 7296 §2.8.3).
+    reauth_at: Option<Instant>,
+    /// This IKE SA reauthenticates that one: once it carries all of its
+    /// CHILD SAs' traffic, that one is deleted.
+    replaces: Option<u64>,
 }
 
 struct Daemon2 {
@@ -416,6 +424,61 @@ impl Daemon2 {
         }
     }
 
+    /// When an IKE SA of this entry's connection should be reauthenticated
+    /// (up to 10% early).
+    fn reauth_deadline(&mut self, id: u64) -> Option<Instant> {
+        let conn = self.entries.get(&id)?.conn;
+        let t = self.conns.get(conn)?.reauth_time?;
+        let mut r = [0u8; 2];
+        self.rng.fill(&mut r);
+        let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
+        Some(Instant::now() + t - jitter)
+    }
+
+    /// Starts reauthenticating `old`: a new IKE SA for its connection.
+    fn reauthenticate(&mut self, old: u64, now: Instant) {
+        let Some(conn) = self.entries.get(&old).map(|e| e.conn) else {
+            return;
+        };
+        info!(
+            conn = %self.conns[conn].name,
+            "reauthenticating the IKE_SA (reauth_time): a new IKE SA takes over, then the old one is deleted"
+        );
+        if let Some(new) = self.initiate(conn, now) {
+            if let Some(e) = self.entries.get_mut(&new) {
+                e.replaces = Some(old);
+            }
+        } else if let Some(e) = self.entries.get_mut(&old) {
+            e.reauth_at = Some(now + Duration::from_secs(60));
+        }
+    }
+
+    /// Deletes the IKE SA a reauthentication replaces once none of its
+    /// CHILD SAs still carries traffic.
+    fn finish_reauth(&mut self, id: u64) {
+        let Some(old) = self.entries.get(&id).and_then(|e| e.replaces) else {
+            return;
+        };
+        let done = self
+            .entries
+            .get(&old)
+            .is_none_or(|o| o.children.iter().all(|c| c.replaced));
+        if !done {
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.replaces = None;
+        }
+        if let Some(o) = self.entries.get_mut(&old) {
+            let (spi_i, spi_r) = o.sa.spis();
+            info!("reauthenticated: deleting the old IKE_SA {spi_i:016x}_i {spi_r:016x}_r");
+            if let Err(err) = o.sa.delete(Instant::now(), &mut self.rng) {
+                warn!("old IKE_SA not deleted: {err}");
+            }
+            self.pump(old);
+        }
+    }
+
     /// When an IKE SA of this entry's connection should be rekeyed.
     fn ike_rekey_deadline(&mut self, id: u64) -> Option<Instant> {
         let conn = self.entries.get(&id)?.conn;
@@ -461,7 +524,7 @@ impl Daemon2 {
         }
     }
 
-    fn initiate(&mut self, conn: usize, now: Instant) {
+    fn initiate(&mut self, conn: usize, now: Instant) -> Option<u64> {
         let c = &self.conns[conn];
         let span = info_span!("conn", name = %c.name);
         let _g = span.enter();
@@ -476,8 +539,12 @@ impl Daemon2 {
                 info!(peer = %c.remote, "initiating");
                 let id = self.add(conn, sa);
                 self.pump(id);
+                Some(id)
             }
-            Err(e) => error!("cannot initiate: {e}"),
+            Err(e) => {
+                error!("cannot initiate: {e}");
+                None
+            }
         }
     }
 
@@ -501,6 +568,8 @@ impl Daemon2 {
                 next_dpd,
                 half_open_until,
                 ike_rekey_at: None,
+                reauth_at: None,
+                replaces: None,
             },
         );
         id
@@ -639,6 +708,7 @@ impl Daemon2 {
             self.half_open.remove(&id);
         }
         let ids: Vec<u64> = self.entries.keys().copied().collect();
+        let mut reauth = Vec::new();
         for id in ids {
             let Some(e) = self.entries.get_mut(&id) else {
                 continue;
@@ -695,6 +765,11 @@ impl Daemon2 {
                     c.spi_in
                 })
                 .collect();
+            if e.reauth_at.is_some_and(|t| t <= now) && e.sa.state() == State::Established {
+                e.reauth_at = None;
+                reauth.push(id);
+                continue;
+            }
             if e.ike_rekey_at.is_some_and(|t| t <= now) && e.sa.state() == State::Established {
                 e.ike_rekey_at = None;
                 info!("rekeying the IKE_SA (lifetime)");
@@ -724,6 +799,9 @@ impl Daemon2 {
                     }
                 }
             }
+        }
+        for id in reauth {
+            self.reauthenticate(id, now);
         }
     }
 
@@ -766,8 +844,10 @@ impl Daemon2 {
                 Event::Established { spi_i, spi_r } => {
                     info!("IKE_SA established, SPIs {spi_i:016x}_i {spi_r:016x}_r");
                     let at = self.ike_rekey_deadline(id);
+                    let reauth = self.reauth_deadline(id);
                     if let Some(e) = self.entries.get_mut(&id) {
                         e.ike_rekey_at = at;
+                        e.reauth_at = reauth;
                     }
                     if let Some(e) = self.entries.get(&id) {
                         self.keylog_ike(&e.sa);
@@ -920,7 +1000,39 @@ impl Daemon2 {
                 Some((old, o.spi_out, Vec::new()))
             }
         });
+        // Reauthentication (RFC 7296 §2.8.3): a CHILD SA of a new IKE SA
+        // with the selectors of one in another IKE SA of the connection
+        // takes its traffic over as a rekey would: at once when we made
+        // it, when the old IKE SA is deleted when the peer did.
+        let moved = moved.or_else(|| {
+            let conn = self.entries.get(&id)?.conn;
+            let other = self.entries.iter_mut().find_map(|(oid, e)| {
+                if *oid == id || e.conn != conn {
+                    return None;
+                }
+                e.children
+                    .iter_mut()
+                    .find(|x| !x.replaced && x.ts.0 == c.local_ts && x.ts.1 == c.remote_ts)
+            })?;
+            let o = other;
+            o.rekey_at = None;
+            o.replaced = true;
+            if c.initiator {
+                Some((o.spi_in, o.spi_out, std::mem::take(&mut o.policies)))
+            } else {
+                o.successor = Some(h_out);
+                Some((o.spi_in, o.spi_out, Vec::new()))
+            }
+        });
         let mut policies = Vec::new();
+        if let Some((old_in, _, _)) = &moved {
+            if c.rekeys.is_none() {
+                info!(
+                    "CHILD_SA {:08x}_i takes over from {old_in:08x}_i of the IKE SA it reauthenticates",
+                    c.spi_in
+                );
+            }
+        }
         if let Some((_, _, ps)) = &moved {
             for p in ps {
                 if let Err(err) = self.writer.bind_policy(*p, Some(h_out)) {
@@ -1010,8 +1122,10 @@ impl Daemon2 {
                 rekeying: false,
                 successor: None,
                 replaced: false,
+                ts: (c.local_ts.clone(), c.remote_ts.clone()),
             });
         }
+        self.finish_reauth(id);
     }
 
     fn uninstall(&mut self, id: u64, spi_in: u32, spi_out: u32) {
@@ -1023,16 +1137,22 @@ impl Daemon2 {
         };
         let mut c = e.children.remove(pos);
         if let Some(next) = c.successor {
-            // The peer rekeyed this CHILD SA and now deletes it: its traffic
-            // moves to the new outbound SA, which the peer can decrypt.
-            let new_child = e.children.iter_mut().find(|x| x.h_out == next);
+            // The peer rekeyed this CHILD SA (or reauthenticated its IKE SA)
+            // and now deletes it: its traffic moves to the new outbound SA,
+            // which the peer can decrypt. The successor may belong to
+            // another IKE SA (reauthentication).
             let ps = std::mem::take(&mut c.policies);
             for p in &ps {
                 if let Err(err) = self.writer.bind_policy(*p, Some(next)) {
                     error!("rebinding policy to the rekeyed SA: {err}");
                 }
             }
-            if let Some(n) = new_child {
+            if let Some(n) = self
+                .entries
+                .values_mut()
+                .flat_map(|e| e.children.iter_mut())
+                .find(|x| x.h_out == next)
+            {
                 n.policies.extend(ps);
             }
         }
@@ -1067,6 +1187,27 @@ impl Daemon2 {
 
     fn remove(&mut self, id: u64, why: &str) {
         self.half_open.remove(&id);
+        // CHILD SAs taken over (rekey by the peer, reauthentication) hand
+        // their policies to the successor rather than dropping them.
+        let handed: Vec<(u32, u32)> = self.entries.get(&id).map_or_else(Vec::new, |e| {
+            e.children
+                .iter()
+                .filter(|c| c.successor.is_some())
+                .map(|c| (c.spi_in, c.spi_out))
+                .collect()
+        });
+        for (i, o) in handed {
+            self.uninstall(id, i, o);
+        }
+        // A reauthentication that failed: the old IKE SA tries again later.
+        if let Some(old) = self.entries.get(&id).and_then(|e| e.replaces) {
+            if let Some(o) = self.entries.get_mut(&old) {
+                warn!(
+                    "reauthentication failed ({why}): the old IKE SA stays, trying again in 60 s"
+                );
+                o.reauth_at = Some(Instant::now() + Duration::from_secs(60));
+            }
+        }
         let Some(e) = self.entries.remove(&id) else {
             return;
         };
