@@ -134,7 +134,7 @@ two_up() { # queues per veth
   ip -n $sA addr add 198.18.0.1/24 dev ext0; ip -n $sB addr add 198.18.0.2/24 dev ext0
   for n in $hA $hB; do x $n ethtool -K h0 tx off > /dev/null; done
   rm -rf "$W"; mkdir -p "$W/a" "$W/b"
-  sluiced_conf "$W/b.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test none "$W/b/sa-table" \
+  CONN_EXTRA=${CONN_EXTRA_B:-} REKEY_TIME=${REKEY_B:-3600} sluiced_conf "$W/b.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test none "$W/b/sa-table" \
     198.19.2.0/24 198.19.1.0/24 2001:db8:2::/64 2001:db8:1::/64
   CONN_EXTRA=${CONN_EXTRA_A:-} REKEY_TIME=${REKEY_A:-3600} sluiced_conf "$W/a.toml" site-b 198.18.0.1 198.18.0.2 a.psw.test b.psw.test "${START_A:-initiate}" "$W/a/sa-table" \
     198.19.1.0/24 198.19.2.0/24 2001:db8:1::/64 2001:db8:2::/64

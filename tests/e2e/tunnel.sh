@@ -28,14 +28,15 @@ declare -A WHAT=(
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
   [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey): no stall"
   [rekey-two]="CHILD SAs (IPv4 and IPv6) rekeyed every ~2 s by appliance A under iperf3 traffic: no stall, no ESP drops"
+  [rekey-all-two]="both appliances rekey their CHILD SAs every ~2 s and the IKE SA every ~3 s (equal lifetimes; collisions and TEMPORARY_FAILUREs counted when they occur) under iperf3: no stall, no ESP drops, both end with the same CHILD SAs"
   [reauth-two]="IKE SA reauthenticated every ~3 s by appliance A (reauth_time, RFC 7296 §2.8.3: a new IKE SA and CHILD SAs, then the old deleted) under iperf3 traffic: no stall, no ESP drops"
   [rekey-volume]="lifetime_bytes = 300 MB on appliance A: CHILD SAs rekeyed at 9/10 of it under iperf3 traffic, before the hard limit, no stall"
   [trap-on-traffic]="appliance A with start_action = trap: the first packet hits a trap policy, sluice-dp reports it, sluiced initiates; IPv4 and IPv6 then flow"
   [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner), counters equal, no replay drops"
 )
 declare -A PEERS=([sw-initiates]=strongswan [sluice-initiates]=strongswan [bad-esp]=strongswan
-  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [reauth-two]=sluice [trap-on-traffic]=sluice [rekey-volume]=sluice)
-ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two reauth-two rekey-volume trap-on-traffic)
+  [restart-dp]=strongswan [kill-sluiced]=strongswan [two-appliances]=sluice [two-appliances-mq]=sluice [rekey-sw]=strongswan [rekey-two]=sluice [reauth-two]=sluice [rekey-all-two]=sluice [trap-on-traffic]=sluice [rekey-volume]=sluice)
+ORDER=(sw-initiates sluice-initiates bad-esp restart-dp kill-sluiced rekey-sw two-appliances two-appliances-mq rekey-two reauth-two rekey-all-two rekey-volume trap-on-traffic)
 if [ "${1:-}" = --list ]; then
   for s in "${ORDER[@]}"; do echo "$s	(${PEERS[$s]})	${WHAT[$s]}"; done
   exit 0
@@ -183,6 +184,9 @@ for s in "${SCEN[@]}"; do
     reauth-two)
       CONN_EXTRA_A='reauth_time = 3' two_up 1 || ok=0
       ;;
+    rekey-all-two)
+      REKEY_A=2 REKEY_B=2 CONN_EXTRA_A='ike_rekey_time = 3' CONN_EXTRA_B='ike_rekey_time = 3' two_up 1 || ok=0
+      ;;
     trap-on-traffic)
       START_A=trap two_up 1 || ok=0
       ;;
@@ -253,7 +257,7 @@ for s in "${SCEN[@]}"; do
         sleep 0.5
         appliance_counters_agree || ok=0
         ;;
-      rekey-sw|rekey-two|reauth-two)
+      rekey-sw|rekey-two|reauth-two|rekey-all-two)
         if [ $s = rekey-sw ]; then
           log=$W/sluiced.log; cl=$H; sv=$A; dst=198.19.1.1; src=198.19.2.2; tbl=$SW_TABLE
         else
@@ -262,6 +266,7 @@ for s in "${SCEN[@]}"; do
         CLIENT=$cl
         pings $cl 3 $src $dst > /dev/null
         event='CHILD_SA rekeyed'; [ $s = reauth-two ] && event='reauthenticated: deleting the old IKE_SA'
+        [ $s = rekey-all-two ] && event='IKE_SA rekeyed: now'
         before=$(grep -c "$event" "$log")
         x $sv timeout 20 iperf3 -s -1 -B $dst > /dev/null 2>&1 &
         sleep 0.4
@@ -274,6 +279,22 @@ for s in "${SCEN[@]}"; do
         rekeys=$(( $(grep -c "$event" "$log") - before ))
         echo "    ${event%%:*} during the run: $rekeys ($(grep "$event" "$log" | tail -1 | sed 's/.*daemon: //'))"
         [ $s = reauth-two ] && grep -m1 'takes over from' "$log" | sed 's/.*daemon: /    A: /'
+        if [ $s = rekey-all-two ]; then
+          for side in a b; do
+            echo "    ${side^^}: $(grep -c 'CHILD_SA rekeyed' "$W/$side.log") CHILD SA rekeys, $(grep -c 'IKE_SA rekeyed: now' "$W/$side.log") IKE SA rekeys, $(grep -c 'rekey collision' "$W/$side.log") collision lines, $(grep -c 'TEMPORARY_FAILURE' "$W/$side.log") TEMPORARY_FAILUREs"
+          done
+          grep -h -m2 'collision.*\(won\|lost\)\|TEMPORARY_FAILURE' "$W/a.log" "$W/b.log" | sed 's/.*daemon: /    /' | head -3
+          # Both end with the same CHILD SAs: every outbound SA of one is an
+          # inbound SA of the other (which may still hold lingering ones).
+          spis() { "$SLUICED" show --sa-table "$1" 2>/dev/null | awk -v d="$2" '$1==d && $2=="SPI" {print $3}' | sort; }
+          for pair in "a b" "b a"; do
+            set -- $pair
+            outs=$(spis "$W/$1/sa-table" out); ins=$(spis "$W/$2/sa-table" in)
+            echo "    ${1^^} out: $(echo $outs) ⊆ ${2^^} in: $(echo $ins)"
+            [ "$(echo "$outs" | grep -c .)" = 2 ] || { echo "    ${1^^} has $(echo "$outs" | grep -c .) outbound SAs, expected 2"; ok=0; }
+            for o in $outs; do grep -qx "$o" <<< "$ins" || { echo "    ${1^^}'s outbound $o is not inbound at ${2^^}"; ok=0; }; done
+          done
+        fi
         [ $s = rekey-sw ] && grep -c 'rekeying CHILD_SA' "$log" | sed 's/^/    started by sluiced: /'
         [ "$rekeys" -ge 2 ] || { echo "    too few rekeys"; ok=0; }
         secs=$(awk '/sec/ && /Mbits/ && !/sender|receiver/ {print $7}' "$W/iperf.log" | tr '\n' ' ')
