@@ -23,8 +23,7 @@ pub enum KeyKind {
     EcdsaP256,
     /// ECDSA on NIST P-384.
     EcdsaP384,
-    /// ECDSA on NIST P-521: recognised in peers' certificates, not
-    /// supported for signatures.
+    /// ECDSA on NIST P-521 (RustCrypto's p521: ring has no P-521).
     EcdsaP521,
 }
 
@@ -46,6 +45,11 @@ enum Inner {
         asn1: Box<EcdsaKeyPair>,
         /// For AUTH methods 9 and 10 (r || s, RFC 4754).
         fixed: Box<EcdsaKeyPair>,
+    },
+    P521 {
+        key: Box<p521::ecdsa::SigningKey>,
+        /// The uncompressed public point.
+        public: Vec<u8>,
     },
 }
 
@@ -125,9 +129,20 @@ impl PrivateKey {
                 });
             }
         }
+        if let Ok(k) =
+            <p521::ecdsa::SigningKey as p521::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+        {
+            let public = k.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+            return Ok(PrivateKey {
+                kind: KeyKind::EcdsaP521,
+                inner: Inner::P521 {
+                    key: Box::new(k),
+                    public,
+                },
+            });
+        }
         Err(PkiError::Parse(
-            "PKCS#8 key is neither RSA nor ECDSA P-256/P-384 (P-521 and EdDSA are not supported)"
-                .into(),
+            "PKCS#8 key is neither RSA nor ECDSA P-256/P-384/P-521 (EdDSA is not supported)".into(),
         ))
     }
 
@@ -141,7 +156,7 @@ impl PrivateKey {
     /// SEC1 ECPrivateKey (with its public key, as OpenSSL and strongSwan's
     /// `pki` write it), re-wrapped as PKCS#8 for ring.
     pub fn from_sec1(der: &[u8]) -> Result<PrivateKey, PkiError> {
-        for curve in [oid::P256, oid::P384] {
+        for curve in [oid::P256, oid::P384, oid::P521] {
             let alg = der::seq(&[
                 &der::tlv(der::OID, oid::EC_PUBLIC_KEY),
                 &der::tlv(der::OID, curve),
@@ -156,7 +171,7 @@ impl PrivateKey {
             }
         }
         Err(PkiError::Parse(
-            "SEC1 key is not a P-256/P-384 key with its public key".into(),
+            "SEC1 key is not a P-256/P-384/P-521 key with its public key".into(),
         ))
     }
 
@@ -180,6 +195,7 @@ impl PrivateKey {
         match &self.inner {
             Inner::Rsa(k) => k.public().as_ref(),
             Inner::Ecdsa { asn1, .. } => asn1.public_key().as_ref(),
+            Inner::P521 { public, .. } => public,
         }
     }
 
@@ -214,6 +230,17 @@ impl PrivateKey {
                 let k = if fixed { f } else { asn1 };
                 Ok(k.sign(&rng, msg).map_err(fail)?.as_ref().to_vec())
             }
+            (Inner::P521 { key, .. }, SignatureScheme::Ecdsa(Hash::Sha512)) => {
+                use p521::ecdsa::signature::Signer;
+                let sig: p521::ecdsa::Signature = key
+                    .try_sign(msg)
+                    .map_err(|_| PkiError::BadSignature("signing failed".into()))?;
+                Ok(if fixed {
+                    sig.to_bytes().to_vec()
+                } else {
+                    sig.to_der().to_bytes().to_vec()
+                })
+            }
             _ => Err(PkiError::Unsupported(format!(
                 "{} cannot sign with {scheme}",
                 self.kind
@@ -226,7 +253,8 @@ impl PrivateKey {
         match self.kind {
             KeyKind::EcdsaP256 => Some(Hash::Sha256),
             KeyKind::EcdsaP384 => Some(Hash::Sha384),
-            _ => None,
+            KeyKind::EcdsaP521 => Some(Hash::Sha512),
+            KeyKind::Rsa { .. } => None,
         }
     }
 }

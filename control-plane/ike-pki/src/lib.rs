@@ -1,18 +1,19 @@
 //! Public-key authentication for IKE: what a certificate-authenticated
 //! tunnel needs beyond the key exchange.
 //!
-//! - [`PrivateKey`]: RSA and ECDSA (P-256, P-384) keys from PEM or DER
+//! - [`PrivateKey`]: RSA and ECDSA (P-256, P-384, P-521) keys from PEM or DER
 //!   files in PKCS#8, SEC1 or PKCS#1 form, refused when the file is readable
 //!   by anyone but its owner.
 //! - [`Credential`]: our certificate chain and its key; signs AUTH payloads
-//!   (RFC 7296 §3.8 methods 9 and 10, RFC 7427 digital signatures with RSA
-//!   PKCS#1 v1.5, RSA-PSS or ECDSA over SHA-256/384/512).
+//!   (RFC 7296 §3.8 methods 9, 10 and 11, RFC 7427 digital signatures with
+//!   RSA PKCS#1 v1.5, RSA-PSS or ECDSA over SHA-256/384/512).
 //! - [`TrustStore`]: CA certificates and CRLs; validates a peer's chain
 //!   (rustls-webpki: signatures, validity, basic constraints, path length,
 //!   extended key usage, revocation) and yields a [`PeerCert`] whose
 //!   identities and key verify the peer's AUTH payload.
 //!
-//! Parsing is x509-parser's, signatures are ring's; nothing here
+//! Parsing is x509-parser's, signatures ring's (P-521: RustCrypto's p521,
+//! which ring lacks); nothing here
 //! implements a primitive. Every input is treated as hostile: errors, not
 //! panics.
 
@@ -41,7 +42,7 @@ pub enum PkiError {
     IdentityMismatch(String),
     /// The AUTH payload's signature is wrong or its method unacceptable.
     BadSignature(String),
-    /// Not implemented: P-521 keys, RSA with SHA-1 signing.
+    /// Not implemented: RSA with SHA-1 signing, EdDSA.
     Unsupported(String),
 }
 

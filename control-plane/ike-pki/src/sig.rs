@@ -20,7 +20,7 @@ impl AuthMethod {
     pub const ECDSA_256: u8 = 9;
     /// ECDSA with SHA-384 on the P-384 curve (RFC 4754).
     pub const ECDSA_384: u8 = 10;
-    /// ECDSA with SHA-512 on the P-521 curve (RFC 4754): not supported.
+    /// ECDSA with SHA-512 on the P-521 curve (RFC 4754).
     pub const ECDSA_521: u8 = 11;
     /// Digital Signature (RFC 7427).
     pub const DIGITAL_SIGNATURE: u8 = 14;
@@ -211,6 +211,9 @@ impl PublicKey {
         octets: &[u8],
     ) -> Result<String, PkiError> {
         let bad = |m: String| PkiError::BadSignature(m);
+        if self.kind == KeyKind::EcdsaP521 {
+            return self.verify_p521(method, data, octets);
+        }
         let (alg, sig, what): (&'static dyn rs::VerificationAlgorithm, &[u8], String) =
             match (method, self.kind) {
                 (AuthMethod::DIGITAL_SIGNATURE, _) => {
@@ -240,9 +243,6 @@ impl PublicKey {
                     data,
                     "ECDSA-384 signature (AUTH method 10)".into(),
                 ),
-                (AuthMethod::ECDSA_521, _) => {
-                    return Err(PkiError::Unsupported("ECDSA P-521 (AUTH method 11)".into()))
-                }
                 (m, k) => {
                     return Err(bad(format!(
                         "AUTH method {m} does not fit the certificate's {k} key"
@@ -252,6 +252,48 @@ impl PublicKey {
         UnparsedPublicKey::new(alg, &self.bytes)
             .verify(octets, sig)
             .map_err(|_| bad(format!("{what} signature does not verify")))?;
+        Ok(what)
+    }
+
+    /// P-521 (RustCrypto's p521): method 11 (r || s) or RFC 7427 with
+    /// ecdsa-with-SHA512 (DER).
+    fn verify_p521(&self, method: u8, data: &[u8], octets: &[u8]) -> Result<String, PkiError> {
+        use p521::ecdsa::signature::Verifier;
+        let bad = |m: &str| PkiError::BadSignature(m.to_string());
+        let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes)
+            .map_err(|_| bad("malformed P-521 public key"))?;
+        let (sig, what) = match method {
+            AuthMethod::ECDSA_521 => (
+                p521::ecdsa::Signature::from_slice(data)
+                    .map_err(|_| bad("malformed ECDSA-521 signature"))?,
+                "ECDSA-521 signature (AUTH method 11)".to_string(),
+            ),
+            AuthMethod::DIGITAL_SIGNATURE => {
+                let (&n, rest) = data.split_first().ok_or_else(|| bad("empty AUTH data"))?;
+                let n = usize::from(n);
+                let (Some(ai), Some(sig)) = (rest.get(..n), rest.get(n..)) else {
+                    return Err(bad("AlgorithmIdentifier longer than the AUTH data"));
+                };
+                let scheme = SignatureScheme::from_algorithm_identifier(ai)?;
+                if scheme != SignatureScheme::Ecdsa(Hash::Sha512) {
+                    return Err(PkiError::BadSignature(format!(
+                        "{scheme} is not available for the certificate's ECDSA P-521 key"
+                    )));
+                }
+                (
+                    p521::ecdsa::Signature::from_der(sig)
+                        .map_err(|_| bad("malformed DER ECDSA signature"))?,
+                    scheme.to_string(),
+                )
+            }
+            m => {
+                return Err(PkiError::BadSignature(format!(
+                    "AUTH method {m} does not fit the certificate's ECDSA P-521 key"
+                )))
+            }
+        };
+        key.verify(octets, &sig)
+            .map_err(|_| PkiError::BadSignature(format!("{what} signature does not verify")))?;
         Ok(what)
     }
 

@@ -187,9 +187,6 @@ impl Credential {
                 chain[0].subject
             )));
         }
-        if key.kind() == KeyKind::EcdsaP521 {
-            return Err(PkiError::Unsupported("P-521 keys".into()));
-        }
         Ok(Credential {
             key,
             chain,
@@ -244,7 +241,12 @@ impl Credential {
                     SignatureScheme::Ecdsa(Hash::Sha384),
                     "ECDSA-384 signature (AUTH method 10)",
                 ),
-                _ => {
+                KeyKind::EcdsaP521 => (
+                    AuthMethod::ECDSA_521,
+                    SignatureScheme::Ecdsa(Hash::Sha512),
+                    "ECDSA-521 signature (AUTH method 11)",
+                ),
+                KeyKind::Rsa { .. } => {
                     return Err(PkiError::Unsupported(format!(
                         "the peer does not support RFC 7427 signatures, and {kind} would need \
                          RSA with SHA-1 (AUTH method 1), which Sluice does not send"
@@ -254,9 +256,9 @@ impl Credential {
             let sig = self.key.sign(scheme, true, octets)?;
             return Ok((method, sig, name.into()));
         }
-        let prefs: &[Hash] = match self.key.ecdsa_hash() {
-            Some(Hash::Sha384) => &[Hash::Sha384],
-            Some(_) => &[Hash::Sha256],
+        let ecdsa = self.key.ecdsa_hash().map(|h| [h]);
+        let prefs: &[Hash] = match &ecdsa {
+            Some(h) => h,
             None => &[Hash::Sha256, Hash::Sha384, Hash::Sha512],
         };
         let hash = prefs

@@ -23,6 +23,12 @@ const P256_PKCS8: &str = include_str!("data/p256.pkcs8.pem");
 const P256_SEC1: &str = include_str!("data/p256.sec1.pem");
 const P384_PKCS8: &str = include_str!("data/p384.pkcs8.pem");
 const P384_SEC1: &str = include_str!("data/p384.sec1.pem");
+const P521_PKCS8: &str = include_str!("data/p521.pkcs8.pem");
+const P521_SEC1: &str = include_str!("data/p521.sec1.pem");
+// rcgen (on ring) cannot certify a P-521 key: a fixture made with openssl,
+// valid until 2126, under its own P-256 CA.
+const P521_CERT: &str = include_str!("data/p521.cert.pem");
+const P521_CA: &str = include_str!("data/p521-ca.cert.pem");
 
 const OCTETS: &[u8] = b"InitiatorSignedOctets: message | nonce | prf(SK_pi, IDi')";
 
@@ -103,6 +109,8 @@ fn every_key_format_loads_and_matches_its_kind() {
         (P256_SEC1, KeyKind::EcdsaP256),
         (P384_PKCS8, KeyKind::EcdsaP384),
         (P384_SEC1, KeyKind::EcdsaP384),
+        (P521_PKCS8, KeyKind::EcdsaP521),
+        (P521_SEC1, KeyKind::EcdsaP521),
     ] {
         let k = PrivateKey::from_bytes(pem.as_bytes()).unwrap();
         assert_eq!(k.kind(), kind, "{}", &pem[..40]);
@@ -236,6 +244,45 @@ fn every_scheme_signs_and_verifies() {
     ));
     // A peer that only takes SHA-1 (1) gets nothing.
     assert!(rsa.sign_auth(OCTETS, &[1]).is_err());
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn p521_signs_and_verifies_with_methods_11_and_14() {
+    let (cert, ca) = (pem_der(P521_CERT), pem_der(P521_CA));
+    let trust = TrustStore::new(&[ca], &[]).unwrap();
+    let peer = trust.verify(&cert, &[], now()).unwrap();
+    assert_eq!(peer.info().key_kind(), KeyKind::EcdsaP521);
+    for key in [P521_PKCS8, P521_SEC1] {
+        let c = cred(key, std::slice::from_ref(&cert));
+        for (hashes, method, name) in [
+            (&[][..], AuthMethod::ECDSA_521, "method 11"),
+            (
+                &[2, 3, 4][..],
+                AuthMethod::DIGITAL_SIGNATURE,
+                "ECDSA_WITH_SHA512_DER",
+            ),
+        ] {
+            let (m, data, desc) = c.sign_auth(OCTETS, hashes).unwrap();
+            assert_eq!(m, method);
+            assert!(desc.contains(name), "{desc}");
+            assert!(peer.verify_auth(m, &data, OCTETS).unwrap().contains(name));
+            assert!(peer.verify_auth(m, &data, b"other").is_err());
+            let mut bad = data.clone();
+            let n = bad.len();
+            bad[n - 2] ^= 1;
+            assert!(peer.verify_auth(m, &bad, OCTETS).is_err());
+            assert!(peer.verify_auth(m, &data[..n / 2], OCTETS).is_err());
+        }
+        // P-521 signs with SHA-512 only: a peer without it gets nothing.
+        assert!(c.sign_auth(OCTETS, &[2, 3]).is_err());
+    }
 }
 
 #[test]
