@@ -26,7 +26,7 @@ declare -A WHAT=(
   [restart-dp]="sluice-dp stopped and restarted under traffic: it re-attaches to the table, the same SAs carry on"
   [kill-sluiced]="sluiced killed under traffic: the data plane keeps forwarding on the installed SAs; restarted, it renegotiates"
   [two-appliances]="Sluice to Sluice: IPv4 and IPv6 inner traffic, ping and iperf3 both ways; A's outbound counters equal B's inbound"
-  [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey): no stall"
+  [rekey-sw]="CHILD SA rekeyed under iperf3 traffic by sluiced (rekey_time = 3 s) and by strongSwan (swanctl --rekey), the IKE SA too (ike_rekey_time = 5 s, swanctl --rekey --ike): no stall"
   [rekey-two]="CHILD SAs (IPv4 and IPv6) rekeyed every ~2 s by appliance A under iperf3 traffic: no stall, no ESP drops"
   [rekey-all-two]="both appliances rekey their CHILD SAs every ~2 s and the IKE SA every ~3 s (equal lifetimes; collisions and TEMPORARY_FAILUREs counted when they occur) under iperf3: no stall, no ESP drops, both end with the same CHILD SAs"
   [reauth-two]="IKE SA reauthenticated every ~3 s by appliance A (reauth_time, RFC 7296 §2.8.3: a new IKE SA and CHILD SAs, then the old deleted) under iperf3 traffic: no stall, no ESP drops"
@@ -161,8 +161,8 @@ for s in "${SCEN[@]}"; do
   t0=$(date +%s)
   case $s in
     sw-initiates|bad-esp|restart-dp|kill-sluiced|rekey-sw)
-      rt=3600; [ $s = rekey-sw ] && rt=3
-      REKEY_TIME=$rt strongswan_up none || ok=0
+      rt=3600; extra=""; [ $s = rekey-sw ] && rt=3 && extra='ike_rekey_time = 5'
+      CONN_EXTRA=$extra REKEY_TIME=$rt strongswan_up none || ok=0
       if [ $ok = 1 ]; then
         timeout 20 "$PAIR" sw A --initiate --ike psw --child net > "$W/init.log" 2>&1 || { tail -3 "$W/init.log"; ok=0; }
         wait_for 5 "$W/sluiced.log" 'CHILD_SA installed' || ok=0
@@ -274,6 +274,7 @@ for s in "${SCEN[@]}"; do
         ip=$!
         if [ $s = rekey-sw ]; then
           sleep 4.5; timeout 10 "$PAIR" sw A --rekey --child net > "$W/rekey.log" 2>&1 || { echo "    swanctl --rekey failed"; ok=0; }
+          sleep 2; timeout 10 "$PAIR" sw A --rekey --ike psw > "$W/rekey-ike.log" 2>&1 || { echo "    swanctl --rekey --ike failed"; ok=0; }
         fi
         wait $ip
         rekeys=$(( $(grep -c "$event" "$log") - before ))
@@ -296,6 +297,10 @@ for s in "${SCEN[@]}"; do
           done
         fi
         [ $s = rekey-sw ] && grep -c 'rekeying CHILD_SA' "$log" | sed 's/^/    started by sluiced: /'
+        if [ $s = rekey-sw ]; then
+          n=$(grep -c 'IKE_SA rekeyed: now' "$log"); echo "    IKE SA rekeys (sluiced at ike_rekey_time = 5, strongSwan by swanctl): $n"
+          [ "$n" -ge 2 ] || { echo "    too few IKE SA rekeys"; ok=0; }
+        fi
         [ "$rekeys" -ge 2 ] || { echo "    too few rekeys"; ok=0; }
         secs=$(awk '/sec/ && /Mbits/ && !/sender|receiver/ {print $7}' "$W/iperf.log" | tr '\n' ' ')
         echo "    iperf3 per second (Mbit/s): $secs"
