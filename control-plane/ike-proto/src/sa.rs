@@ -908,11 +908,7 @@ impl IkeSa {
         self.events.push_back(Event::Log(format!(
             "parsed {} {} {} {}",
             h.exchange,
-            if h.is_response() {
-                "response"
-            } else {
-                "request"
-            },
+            h.kind(),
             h.message_id,
             Message::summary(&inner)
         )));
@@ -1023,11 +1019,7 @@ impl IkeSa {
         self.events.push_back(Event::Log(format!(
             "reassembled {} {} {} from {} fragments ({} bytes)",
             h.exchange,
-            if h.is_response() {
-                "response"
-            } else {
-                "request"
-            },
+            h.kind(),
             h.message_id,
             r.total,
             r.bytes

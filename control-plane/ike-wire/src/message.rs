@@ -61,6 +61,15 @@ impl Header {
         self.flags & FLAG_RESPONSE != 0
     }
 
+    /// "request" or "response", for logs.
+    pub fn kind(&self) -> &'static str {
+        if self.is_response() {
+            "response"
+        } else {
+            "request"
+        }
+    }
+
     /// Whether the sender is the IKE SA's original initiator.
     pub fn from_initiator(&self) -> bool {
         self.flags & FLAG_INITIATOR != 0

@@ -275,11 +275,7 @@ fn describe(data: &[u8]) -> String {
             format!(
                 "{} {} {} {} SPIs {:016x}_i {:016x}_r",
                 h.exchange,
-                if h.is_response() {
-                    "response"
-                } else {
-                    "request"
-                },
+                h.kind(),
                 h.message_id,
                 Message::summary(&m.payloads),
                 h.spi_i,
@@ -429,10 +425,15 @@ impl Daemon2 {
     fn reauth_deadline(&mut self, id: u64) -> Option<Instant> {
         let conn = self.entries.get(&id)?.conn;
         let t = self.conns.get(conn)?.reauth_time?;
+        Some(self.jittered(t))
+    }
+
+    /// Now + `t` less up to 10% (random), so two peers rarely act at once.
+    fn jittered(&mut self, t: Duration) -> Instant {
         let mut r = [0u8; 2];
         self.rng.fill(&mut r);
         let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
-        Some(Instant::now() + t - jitter)
+        Instant::now() + t - jitter
     }
 
     /// Starts reauthenticating `old`: a new IKE SA for its connection.
@@ -483,10 +484,7 @@ impl Daemon2 {
     fn ike_rekey_deadline(&mut self, id: u64) -> Option<Instant> {
         let conn = self.entries.get(&id)?.conn;
         let t = self.conns.get(conn)?.ike_rekey_time?;
-        let mut r = [0u8; 2];
-        self.rng.fill(&mut r);
-        let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
-        Some(Instant::now() + t - jitter)
+        Some(self.jittered(t))
     }
 
     /// The IKE SA `old` was rekeyed into `next` (RFC 7296 §2.18): a new
@@ -1098,15 +1096,15 @@ impl Daemon2 {
                 warn!("key log: {err}");
             }
         }
+        // Rekey ahead of the lifetime, up to 10% early so the two peers
+        // rarely start together.
+        let rekey_time = self
+            .entries
+            .get(&id)
+            .and_then(|e| self.conns.get(e.conn))
+            .and_then(|c| c.rekey_time);
+        let rekey_at = rekey_time.map(|t| self.jittered(t));
         if let Some(e) = self.entries.get_mut(&id) {
-            // Rekey ahead of the lifetime, up to 10% early so the two peers
-            // rarely start together.
-            let rekey_at = self.conns.get(e.conn).and_then(|c| c.rekey_time).map(|t| {
-                let mut r = [0u8; 2];
-                self.rng.fill(&mut r);
-                let jitter = t.mul_f64(f64::from(u16::from_le_bytes(r)) / 65535.0 / 10.0);
-                Instant::now() + t - jitter
-            });
             let life = self.conns.get(e.conn).map(|c| c.life).unwrap_or_default();
             let soft = |h: u64| h / 10 * 9;
             e.children.push(Installed {
