@@ -953,9 +953,9 @@ impl IkeSa {
             let plain = sk.open(header, data).map_err(Error::Crypto)?;
             return Message::parse_inner(first_inner, &plain).map_err(Error::Wire);
         };
-        if self.cfg.fragment_size.is_none() {
+        if !self.frag_ok {
             return Err(Error::Unexpected(
-                "fragment, but we did not offer fragmentation",
+                "fragment, but fragmentation was not negotiated",
             ));
         }
         if total > MAX_FRAGMENTS {
@@ -1222,6 +1222,14 @@ impl IkeSa {
                         info.subject, info.dns, info.emails, info.ips
                     ));
                 }
+                if method == AuthMethod::RSA_SIG && !self.peer_hashes.is_empty() {
+                    // A peer announcing RFC 7427 has no reason to sign with
+                    // SHA-1: a downgrade.
+                    return Err(
+                        "RSA with SHA-1 (AUTH method 1) from a peer that announced RFC 7427 hashes: refused"
+                            .into(),
+                    );
+                }
                 let scheme = peer
                     .verify_auth(method.0, auth, &octets)
                     .map_err(|e| e.to_string())?;
@@ -1396,6 +1404,15 @@ impl IkeSa {
             if let Some((id, bytes)) = &self.last_response {
                 if *id == h.message_id {
                     if self.last_request != Some(digest) {
+                        // A retransmitted fragmented request is answered on
+                        // its fragment 1 (RFC 7383 §2.6.1): the others are
+                        // expected, not suspicious.
+                        if matches!(
+                            m.payloads.last().map(|p| &p.body),
+                            Some(Body::Skf { number, .. }) if *number != 1
+                        ) {
+                            return Ok(());
+                        }
                         return Err(Error::Unexpected(
                             "request reuses the answered message ID with other bytes",
                         ));
@@ -1933,11 +1950,22 @@ impl IkeSa {
 
     /// Moves our CHILD SAs to the IKE SA that replaces this one; this one
     /// then only exchanges its Delete.
-    fn hand_over(&mut self, n: &mut IkeSa) {
+    /// Queued CHILD SA work (creations, rekeys, deletes) goes along and
+    /// starts there: a rekey's pending Delete of the old CHILD SA must not
+    /// be lost with the old IKE SA.
+    fn hand_over(&mut self, n: &mut IkeSa, rng: &mut dyn Random) {
         n.children = std::mem::take(&mut self.children);
         n.child_ts = std::mem::take(&mut self.child_ts);
         n.replaced = std::mem::take(&mut self.replaced);
+        let child_op = |o: &Op| matches!(o, Op::CreateChild(_) | Op::DeleteChild(_));
+        n.ops.extend(self.ops.iter().copied().filter(child_op));
+        self.ops.retain(|o| !child_op(o));
+        n.child_reqs = std::mem::take(&mut self.child_reqs);
         self.state = State::Rekeyed;
+        if let Err(e) = n.start_next_op(self.clock, rng) {
+            n.events
+                .push_back(Event::Log(format!("queued CHILD SA work not started: {e}")));
+        }
         let (spi_i, spi_r) = n.spis();
         n.events.push_back(Event::Log(format!(
             "IKE_SA rekeyed: SPIs {:016x}_i {:016x}_r replaced by {spi_i:016x}_i {spi_r:016x}_r",
@@ -2469,7 +2497,7 @@ impl IkeSa {
             ));
             self.ike_collision = Some((Box::new(next), low));
         } else {
-            self.hand_over(&mut next);
+            self.hand_over(&mut next, rng);
             self.events.push_back(Event::IkeRekeyed(Box::new(next)));
         }
         Ok(())
@@ -2490,7 +2518,7 @@ impl IkeSa {
                 self.events.push_back(Event::Log(format!(
                     "our IKE_SA rekey answered {n}; the peer's colliding rekey stands"
                 )));
-                self.hand_over(&mut p);
+                self.hand_over(&mut p, rng);
                 self.events.push_back(Event::IkeRekeyed(p));
                 return self.start_next_op(now, rng);
             }
@@ -2538,7 +2566,7 @@ impl IkeSa {
                     "IKE_SA rekey collision lost (lowest nonce ours): deleting our redundant {:016x}_i {:016x}_r",
                     next.spi_i, next.spi_r
                 )));
-                self.hand_over(&mut p);
+                self.hand_over(&mut p, rng);
                 next.queue(now, Op::DeleteIke, rng)?;
                 self.events.push_back(Event::IkeRekeyed(p));
                 self.events.push_back(Event::IkeRedundant(Box::new(next)));
@@ -2550,7 +2578,7 @@ impl IkeSa {
             )));
             self.events.push_back(Event::IkeRedundant(p));
         }
-        self.hand_over(&mut next);
+        self.hand_over(&mut next, rng);
         self.events.push_back(Event::IkeRekeyed(Box::new(next)));
         // The rekey's initiator deletes the old IKE SA (§2.18).
         self.ops.retain(|o| *o == Op::DeleteIke);
@@ -2629,7 +2657,7 @@ impl IkeSa {
             out.clear();
             if let Some((mut p, _)) = self.ike_collision.take() {
                 // The peer deletes the old IKE SA: its colliding rekey won.
-                self.hand_over(&mut p);
+                self.hand_over(&mut p, rng);
                 self.events.push_back(Event::IkeRekeyed(p));
             }
             deleted.extend(std::mem::take(&mut self.children));

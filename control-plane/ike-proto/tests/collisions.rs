@@ -22,6 +22,8 @@ enum Act {
     RekeyIke,
     DeleteChild,
     DeleteIke,
+    /// A CHILD SA rekey and, queued behind it, an IKE SA rekey.
+    RekeyChildThenIke,
 }
 
 /// A CHILD SA as one side sees it: (spi_in, spi_out, encr_in, encr_out).
@@ -131,6 +133,10 @@ impl Side {
             (Act::DeleteChild, Some(c)) => sa.delete_child(now, c, rng),
             (Act::RekeyIke, _) => sa.rekey_ike(now, rng),
             (Act::DeleteIke, _) => sa.delete(now, rng),
+            (Act::RekeyChildThenIke, Some(c)) => sa
+                .rekey_child(now, c, rng)
+                .map(|_| ())
+                .and_then(|()| sa.rekey_ike(now, rng)),
             (_, None) => Ok(()),
         };
         if let Err(e) = r {
@@ -422,6 +428,10 @@ fn ike_and_child_rekeys_colliding() {
     for acts in [
         (Act::RekeyIke, Act::RekeyChild),
         (Act::RekeyChild, Act::RekeyIke),
+        // The old CHILD SA's Delete, queued behind the IKE SA rekey, moves
+        // to the new IKE SA.
+        (Act::RekeyChildThenIke, Act::RekeyChild),
+        (Act::RekeyChildThenIke, Act::RekeyIke),
     ] {
         let (runs, counts, _) = explore(acts, 6);
         total += runs;

@@ -82,6 +82,12 @@ struct Entry {
     /// This IKE SA reauthenticates that one: once it carries all of its
     /// CHILD SAs' traffic, that one is deleted.
     replaces: Option<u64>,
+    /// Then at the latest (a CHILD SA that did not come over must not keep
+    /// the old IKE SA forever).
+    replaces_until: Option<Instant>,
+    /// A rekey collision's redundant IKE SA: deleted by us at this time if
+    /// the peer has not deleted it.
+    redundant_until: Option<Instant>,
 }
 
 struct Daemon2 {
@@ -448,6 +454,7 @@ impl Daemon2 {
         if let Some(new) = self.initiate(conn, now) {
             if let Some(e) = self.entries.get_mut(&new) {
                 e.replaces = Some(old);
+                e.replaces_until = Some(now + Duration::from_secs(30));
             }
         } else if let Some(e) = self.entries.get_mut(&old) {
             e.reauth_at = Some(now + Duration::from_secs(60));
@@ -457,15 +464,34 @@ impl Daemon2 {
     /// Deletes the IKE SA a reauthentication replaces once none of its
     /// CHILD SAs still carries traffic.
     fn finish_reauth(&mut self, id: u64) {
-        let Some(old) = self.entries.get(&id).and_then(|e| e.replaces) else {
+        self.finish_reauth_by(id, None);
+    }
+
+    /// As [`Self::finish_reauth`]; at `now` past the deadline the old IKE
+    /// SA is deleted even with CHILD SAs that did not come over.
+    fn finish_reauth_by(&mut self, id: u64, now: Option<Instant>) {
+        let Some(e) = self.entries.get(&id) else {
             return;
         };
-        let done = self
-            .entries
-            .get(&old)
-            .is_none_or(|o| o.children.iter().all(|c| c.replaced));
-        if !done {
+        let Some(old) = e.replaces else {
             return;
+        };
+        let late = now.is_some_and(|n| e.replaces_until.is_some_and(|t| n >= t));
+        let left: Vec<u32> = self.entries.get(&old).map_or_else(Vec::new, |o| {
+            o.children
+                .iter()
+                .filter(|c| !c.replaced)
+                .map(|c| c.spi_in)
+                .collect()
+        });
+        if !left.is_empty() && !late {
+            return;
+        }
+        if !left.is_empty() {
+            warn!(
+                "reauthentication: CHILD_SA(s) {:08x?} did not come over in time; deleting the old IKE SA anyway",
+                left
+            );
         }
         if let Some(e) = self.entries.get_mut(&id) {
             e.replaces = None;
@@ -498,6 +524,10 @@ impl Daemon2 {
         let children = std::mem::take(&mut e.children);
         e.ike_rekey_at = None;
         e.next_dpd = None;
+        // A rekey does not restart reauthentication's clock, nor forget
+        // one in progress.
+        let reauth_at = e.reauth_at.take();
+        let replaces = e.replaces.take();
         let (spi_i, spi_r) = next.spis();
         info!("IKE_SA rekeyed: now SPIs {spi_i:016x}_i {spi_r:016x}_r");
         let id = self.add(conn, next);
@@ -505,6 +535,15 @@ impl Daemon2 {
         if let Some(n) = self.entries.get_mut(&id) {
             n.children = children;
             n.ike_rekey_at = at;
+            n.reauth_at = reauth_at;
+            n.replaces = replaces;
+        }
+        // Whoever waits for this IKE SA's reauthentication now waits for
+        // the new one.
+        for e in self.entries.values_mut() {
+            if e.replaces == Some(old) {
+                e.replaces = Some(id);
+            }
         }
         self.half_open.remove(&id);
         if let Some(n) = self.entries.get(&id) {
@@ -568,6 +607,8 @@ impl Daemon2 {
                 ike_rekey_at: None,
                 reauth_at: None,
                 replaces: None,
+                replaces_until: None,
+                redundant_until: None,
             },
         );
         id
@@ -661,8 +702,13 @@ impl Daemon2 {
                 self.pump(id);
             }
             Err(e) => {
-                // Counted, not logged per packet: a flood must not flood the log.
-                debug!(%from, "IKE_SA_INIT refused: {e}");
+                // Counted, and logged once per summary period: a
+                // misconfigured peer is seen, a flood does not flood the log.
+                if self.dos.malformed == 0 {
+                    info!(%from, "IKE_SA_INIT refused: {e} (further ones counted as malformed)");
+                } else {
+                    debug!(%from, "IKE_SA_INIT refused: {e}");
+                }
                 self.dos.malformed += 1;
             }
         }
@@ -753,16 +799,19 @@ impl Daemon2 {
                 self.pump(id);
                 continue;
             }
-            let due: Vec<u32> = e
-                .children
-                .iter_mut()
-                .filter(|c| !c.rekeying && c.rekey_at.is_some_and(|t| t <= now))
-                .map(|c| {
-                    c.rekey_at = None;
-                    c.rekeying = true;
-                    c.spi_in
-                })
-                .collect();
+            if e.redundant_until.is_some_and(|t| t <= now) && e.sa.state() == State::Established {
+                e.redundant_until = None;
+                info!("redundant IKE_SA not deleted by the peer in 30 s: deleting it");
+                if let Err(err) = e.sa.delete(now, &mut self.rng) {
+                    warn!("redundant IKE_SA not deleted: {err}");
+                }
+                self.pump(id);
+                continue;
+            }
+            if e.replaces.is_some() && e.replaces_until.is_some_and(|t| t <= now) {
+                self.finish_reauth_by(id, Some(now));
+                continue;
+            }
             if e.reauth_at.is_some_and(|t| t <= now) && e.sa.state() == State::Established {
                 e.reauth_at = None;
                 reauth.push(id);
@@ -777,6 +826,17 @@ impl Daemon2 {
                 self.pump(id);
                 continue;
             }
+            // Only now: a CHILD SA marked due above would never be rekeyed.
+            let due: Vec<u32> = e
+                .children
+                .iter_mut()
+                .filter(|c| !c.rekeying && c.rekey_at.is_some_and(|t| t <= now))
+                .map(|c| {
+                    c.rekey_at = None;
+                    c.rekeying = true;
+                    c.spi_in
+                })
+                .collect();
             if !due.is_empty() && e.sa.state() == State::Established {
                 for spi in due {
                     info!("rekeying CHILD_SA {spi:08x}_i (lifetime)");
@@ -855,12 +915,17 @@ impl Daemon2 {
                 Event::IkeRekeyed(next) => self.adopt(id, *next),
                 Event::IkeRedundant(extra) => {
                     // A rekey collision's loser: kept only to exchange its
-                    // Delete, then removed like any closed IKE SA.
+                    // Delete, then removed like any closed IKE SA; deleted
+                    // by us after 30 s if the peer's Delete never comes.
                     let (spi_i, spi_r) = extra.spis();
                     info!("IKE_SA {spi_i:016x}_i {spi_r:016x}_r is redundant (rekey collision): deleting it");
                     if let Some(conn) = self.entries.get(&id).map(|e| e.conn) {
                         let nid = self.add(conn, *extra);
                         self.half_open.remove(&nid);
+                        if let Some(n) = self.entries.get_mut(&nid) {
+                            n.redundant_until = Some(Instant::now() + Duration::from_secs(30));
+                            n.next_dpd = None;
+                        }
                         self.pump(nid);
                     }
                 }
@@ -1196,6 +1261,30 @@ impl Daemon2 {
         });
         for (i, o) in handed {
             self.uninstall(id, i, o);
+        }
+        // CHILD SAs elsewhere that were to hand over to this IKE SA's CHILD
+        // SAs keep their traffic, and are rekeyed soon instead.
+        let gone: Vec<SaHandle> = self
+            .entries
+            .get(&id)
+            .map_or_else(Vec::new, |e| e.children.iter().map(|c| c.h_out).collect());
+        let now = Instant::now();
+        for (oid, e) in self.entries.iter_mut() {
+            if *oid == id {
+                continue;
+            }
+            for c in e.children.iter_mut() {
+                if c.successor.is_some_and(|h| gone.contains(&h)) {
+                    warn!(
+                        "CHILD_SA {:08x}_i: its successor went away with its IKE SA; it stays and is rekeyed",
+                        c.spi_in
+                    );
+                    c.successor = None;
+                    c.replaced = false;
+                    c.rekeying = false;
+                    c.rekey_at = Some(now);
+                }
+            }
         }
         // A reauthentication that failed: the old IKE SA tries again later.
         if let Some(old) = self.entries.get(&id).and_then(|e| e.replaces) {
