@@ -194,6 +194,18 @@ impl SignatureScheme {
     }
 }
 
+/// RFC 7427 §3 AUTH data: a length octet, the AlgorithmIdentifier, the
+/// signature value.
+fn split_digital_signature(data: &[u8]) -> Result<(SignatureScheme, &[u8]), PkiError> {
+    let bad = |m: &str| PkiError::BadSignature(m.to_string());
+    let (&n, rest) = data.split_first().ok_or_else(|| bad("empty AUTH data"))?;
+    let n = usize::from(n);
+    let (Some(ai), Some(sig)) = (rest.get(..n), rest.get(n..)) else {
+        return Err(bad("AlgorithmIdentifier longer than the AUTH data"));
+    };
+    Ok((SignatureScheme::from_algorithm_identifier(ai)?, sig))
+}
+
 /// A peer's public key as its certificate carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PublicKey {
@@ -217,15 +229,7 @@ impl PublicKey {
         let (alg, sig, what): (&'static dyn rs::VerificationAlgorithm, &[u8], String) =
             match (method, self.kind) {
                 (AuthMethod::DIGITAL_SIGNATURE, _) => {
-                    let (&n, rest) = data
-                        .split_first()
-                        .ok_or_else(|| bad("empty AUTH data".into()))?;
-                    let n = usize::from(n);
-                    let (ai, sig) = (rest.get(..n), rest.get(n..));
-                    let (Some(ai), Some(sig)) = (ai, sig) else {
-                        return Err(bad("AlgorithmIdentifier longer than the AUTH data".into()));
-                    };
-                    let scheme = SignatureScheme::from_algorithm_identifier(ai)?;
+                    let (scheme, sig) = split_digital_signature(data)?;
                     (self.ring_alg(scheme)?, sig, scheme.to_string())
                 }
                 (AuthMethod::RSA_SIG, KeyKind::Rsa { .. }) => (
@@ -269,12 +273,7 @@ impl PublicKey {
                 "ECDSA-521 signature (AUTH method 11)".to_string(),
             ),
             AuthMethod::DIGITAL_SIGNATURE => {
-                let (&n, rest) = data.split_first().ok_or_else(|| bad("empty AUTH data"))?;
-                let n = usize::from(n);
-                let (Some(ai), Some(sig)) = (rest.get(..n), rest.get(n..)) else {
-                    return Err(bad("AlgorithmIdentifier longer than the AUTH data"));
-                };
-                let scheme = SignatureScheme::from_algorithm_identifier(ai)?;
+                let (scheme, sig) = split_digital_signature(data)?;
                 if scheme != SignatureScheme::Ecdsa(Hash::Sha512) {
                     return Err(PkiError::BadSignature(format!(
                         "{scheme} is not available for the certificate's ECDSA P-521 key"

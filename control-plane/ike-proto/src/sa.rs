@@ -1744,23 +1744,7 @@ impl IkeSa {
                 let ke = KeyExchange::new(self.dh).map_err(Error::Crypto)?;
                 let spi = random_u64(rng);
                 let nonce = random_vec(rng, 32);
-                let mut sa = self.ike_sa_payload(&[self.dh]);
-                if let Body::Sa(props) = &mut sa.body {
-                    for p in props.iter_mut() {
-                        p.spi = spi.to_be_bytes().to_vec();
-                    }
-                }
-                let v = vec![
-                    sa,
-                    Payload::new(PayloadType::NONCE, Body::Nonce(nonce.clone())),
-                    Payload::new(
-                        PayloadType::KE,
-                        Body::Ke {
-                            group: ike_wire::DhGroup(self.dh.id()),
-                            data: ke.public().to_vec(),
-                        },
-                    ),
-                ];
+                let v = self.ike_rekey_payloads(self.dh, spi, &nonce, ke.public());
                 self.ike_rekey = Some(IkeRekey { spi, nonce, ke });
                 v
             }
@@ -1971,6 +1955,34 @@ impl IkeSa {
             "IKE_SA rekeyed: SPIs {:016x}_i {:016x}_r replaced by {spi_i:016x}_i {spi_r:016x}_r",
             self.spi_i, self.spi_r
         )));
+    }
+
+    /// SA (our proposal for `group`, carrying the new IKE SPI), Nonce and KE
+    /// of an IKE SA rekey, request or response (RFC 7296 §1.3.2).
+    fn ike_rekey_payloads(
+        &self,
+        group: DhGroup,
+        spi: u64,
+        nonce: &[u8],
+        ke_pub: &[u8],
+    ) -> Vec<Payload> {
+        let mut sa = self.ike_sa_payload(&[group]);
+        if let Body::Sa(props) = &mut sa.body {
+            for p in props.iter_mut() {
+                p.spi = spi.to_be_bytes().to_vec();
+            }
+        }
+        vec![
+            sa,
+            Payload::new(PayloadType::NONCE, Body::Nonce(nonce.to_vec())),
+            Payload::new(
+                PayloadType::KE,
+                Body::Ke {
+                    group: ike_wire::DhGroup(group.id()),
+                    data: ke_pub.to_vec(),
+                },
+            ),
+        ]
     }
 
     /// Sends a liveness check (an empty INFORMATIONAL request, RFC 7296
@@ -2466,23 +2478,7 @@ impl IkeSa {
         };
         let spi_r = random_u64(rng);
         let nr = random_vec(rng, 32);
-        let mut sa = self.ike_sa_payload(&[group]);
-        if let Body::Sa(props) = &mut sa.body {
-            for p in props.iter_mut() {
-                p.spi = spi_r.to_be_bytes().to_vec();
-            }
-        }
-        let out = vec![
-            sa,
-            Payload::new(PayloadType::NONCE, Body::Nonce(nr.clone())),
-            Payload::new(
-                PayloadType::KE,
-                Body::Ke {
-                    group: ike_wire::DhGroup(group.id()),
-                    data: our_pub,
-                },
-            ),
-        ];
+        let out = self.ike_rekey_payloads(group, spi_r, &nr, &our_pub);
         let bytes = self.protect(ExchangeType::CREATE_CHILD_SA, true, msg_id, &out, rng)?;
         self.send_response(msg_id, bytes);
         // The new IKE SA's initiator is the rekey's initiator (§2.18).

@@ -127,6 +127,16 @@ impl Pair {
             .collect()
     }
 
+    /// IKE_SA_INIT and IKE_AUTH, each datagram delivered once, then the
+    /// checks of [`Pair::assert_established`].
+    fn establish(&mut self) {
+        self.i_to_r(|_| 1);
+        self.r_to_i(|_| 1);
+        self.i_to_r(|_| 1);
+        self.r_to_i(|_| 1);
+        self.assert_established();
+    }
+
     fn assert_established(&self) {
         self.assert_established_with(20);
     }
@@ -204,11 +214,7 @@ fn narrowing_picks_the_intersection() {
     );
     r_cfg.children[0].local_ts = vec![Selector::subnet("198.19.2.128".parse().unwrap(), 25)];
     let mut p = Pair::new(i_cfg, r_cfg);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.assert_established();
+    p.establish();
     let ic = Pair::children(&p.i_events);
     assert_eq!(
         ic[0].remote_ts,
@@ -242,11 +248,7 @@ fn invalid_ke_payload_round() {
     // daemon keeps no state for the refused request).
     p.r = None;
     p.r_events.clear();
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.assert_established();
+    p.establish();
 }
 
 #[test]
@@ -379,11 +381,7 @@ fn nat_is_detected_and_port_4500_used() {
 
 fn established() -> Pair {
     let mut p = psk_pair();
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.assert_established();
+    p.establish();
     p
 }
 
@@ -825,11 +823,7 @@ fn several_children_are_never_mixed() {
         local_ts: vec![net("198.19.4.0", 24)],
         remote_ts: vec![net("198.19.3.0", 24)],
     });
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.assert_established();
+    p.establish();
     // The second child's pair, as the initiator wants a part of it.
     p.i.create_child(
         p.now,
@@ -1058,11 +1052,7 @@ fn pfs_for_new_and_rekeyed_children() {
     let net = |s: &str, l: u8| Selector::subnet(s.parse().unwrap(), l);
     let mut p = psk_pair();
     p.r_cfg.pfs = Some(DhGroup::Ecp256);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.i_to_r(|_| 1);
-    p.r_to_i(|_| 1);
-    p.assert_established();
+    p.establish();
     // The initiator has no PFS: the responder requires it.
     p.i.create_child(
         p.now,
