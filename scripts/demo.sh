@@ -9,7 +9,8 @@
 # sA initiates (IKEv2, PSK, an IPv4 and an IPv6 child) with the configuration embedded
 # below; then iperf3 pushes TCP from hA to hB for DEMO_SECONDS (default 10) while the
 # demo prints, every 2 s, the throughput and the SA list with its counters as
-# `sluiced show` gives them; it ends with the data plane's counters.
+# `sluiced show` gives them; it ends with the data plane's counters and the operator's
+# view through the REST API (sluicectl list-sas, stats) and the Prometheus metrics.
 #
 # With --peer strongswan the far end is a real strongSwan site (userspace ESP over UDP
 # 4500, the shared interop pair) and Sluice protects host 198.19.2.2 behind it.
@@ -34,7 +35,7 @@ case $PEER in sluice|strongswan) ;; *) echo "--peer sluice or strongswan" >&2; e
 
 ./scripts/setup.sh
 echo "== building (release)"
-cargo build -q --release -p sluiced -p sluice-dp
+cargo build -q --release -p sluiced -p sluice-dp -p sluicectl
 SECONDS_RUN=${DEMO_SECONDS:-10}
 
 PAIR=$ROOT/../shared/interop/strongswan-pair.sh
@@ -46,6 +47,9 @@ W=$SWAN_STATE/w
 PIDS=()
 SLUICED=$ROOT/target/release/sluiced
 DP=$ROOT/target/release/sluice-dp
+CTL=$ROOT/target/release/sluicectl
+# Both sluiced serve the REST API and Prometheus metrics on their loopback.
+export DAEMON_EXTRA=$'[api]\nlisten = "127.0.0.1:7443"\n\n[metrics]\nlisten = "127.0.0.1:9469"'
 # shellcheck source=tests/e2e/lib.sh
 . "$ROOT/tests/e2e/lib.sh"
 trap 'cleanup; rm -rf "$SWAN_STATE"' EXIT INT TERM
@@ -56,7 +60,7 @@ if [ "$PEER" = sluice ]; then
   two_up 1 || { echo "the tunnel did not come up"; tail -20 "$W"/*.log; exit 1; }
   grep -h 'CHILD_SA installed' "$W/a.log" | sed 's/.*daemon: /  sA sluiced: /'
   TABLE=$W/a/sa-table CLIENT=$hA SERVER=$hB DST=198.19.2.2 SRC=198.19.1.2
-  DPLOG=$W/dpa.log
+  DPLOG=$W/dpa.log APPLIANCE=$sA
 else
   [ -x "$PAIR" ] || { echo "strongSwan pair not found at $PAIR (set SLUICE_SHARED)"; exit 1; }
   echo "== topology: strongSwan site 198.19.1.1 == ESP-in-UDP == Sluice -- host 198.19.2.2"
@@ -64,7 +68,7 @@ else
   wait_for 10 "$W/sluiced.log" 'CHILD_SA installed' || exit 1
   grep -h 'CHILD_SA installed' "$W/sluiced.log" | sed 's/.*daemon: /  sluiced: /'
   TABLE=$SW_TABLE CLIENT=$H SERVER=$A DST=198.19.1.1 SRC=198.19.2.2
-  DPLOG=$W/dp.log
+  DPLOG=$W/dp.log APPLIANCE=$B
 fi
 
 echo
@@ -99,6 +103,16 @@ echo
 echo "== data plane counters (sluice-dp show) and its last log line"
 "$DP" show --sa-table "$TABLE"
 grep 'stats:' "$DPLOG" | tail -1
+echo
+STATE=$(dirname "$TABLE")/state
+echo "== the operator's view through the REST API (sluicectl, docs/api.md): SAs, then stats"
+ctl() { x "$APPLIANCE" env SLUICE_API_TOKEN_FILE="$STATE/api-token" SLUICE_API_CACERT="$STATE/api-cert.pem" "$CTL" "$@"; }
+ctl list-sas
+ctl stats
+echo
+echo "== Prometheus metrics (http://127.0.0.1:9469/metrics, docs/metrics.md), an excerpt"
+x "$APPLIANCE" curl -s --max-time 5 http://127.0.0.1:9469/metrics |
+  grep -E '^sluice_(ike_sas\{state="established"|child_sas|esp_(packets|bytes)_total|sa_bytes_total|ike_exchange_outcomes_total)' | head -14
 
 if [ $ENGINE = 1 ]; then
   echo

@@ -19,7 +19,9 @@ PKGS=(
   # network tests and debugging
   iproute2 iperf3 tcpdump tshark ethtool iputils-ping procps psmisc
   # test tooling
-  python3 jq curl ca-certificates
+  python3 jq curl ca-certificates openssl
+  # metrics: promtool and a real Prometheus server for the API tests
+  prometheus
 )
 
 if [ "$(id -u)" != 0 ]; then

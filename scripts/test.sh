@@ -47,6 +47,7 @@ step esp-strongswan as_root tests/interop/esp-strongswan.sh
 step ike-strongswan as_root tests/interop/ike-strongswan.sh
 step sluiced-strongswan as_root tests/interop/strongswan.sh
 step sluiced-peers as_root tests/interop/sluiced-peers.sh
+step api-smoke as_root tests/api/smoke.sh
 step e2e-strongswan as_root tests/e2e/tunnel.sh strongswan
 step e2e-sluice as_root tests/e2e/tunnel.sh sluice
 step perf-smoke perf/run esp --quick

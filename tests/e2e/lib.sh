@@ -28,6 +28,7 @@ sluiced_conf() {
   cat > "$f" <<EOT
 [daemon]
 sa_table = "$table"
+state_dir = "$(dirname "$table")/state"
 
 [[connection]]
 name = "$name"
@@ -45,6 +46,9 @@ EOT
     printf '\n[[connection.child]]\nname = "net%s"\nlocal_ts = ["%s"]\nremote_ts = ["%s"]\n' $i "$1" "$2" >> "$f"
     i=$((i + 1)); shift 2
   done
+  # Daemon-wide sections ([api], [metrics]) after the connection.
+  [ -n "${DAEMON_EXTRA:-}" ] && printf '\n%s\n' "$DAEMON_EXTRA" >> "$f"
+  return 0
 }
 start_bg() { # ns log cmd...
   local n=$1 log=$2; shift 2
@@ -140,9 +144,9 @@ two_up() { # queues per veth
     198.19.1.0/24 198.19.2.0/24 2001:db8:1::/64 2001:db8:2::/64
   start_bg $sB "$W/b.log" "$SLUICED" --config "$W/b.toml"
   wait_for 5 "$W/b.log" 'listening.*4500' || return 1
-  start_bg $sB "$W/dpb.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/b/sa-table" --stats 1 --workers "$q"
+  start_bg $sB "$W/dpb.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/b/sa-table" --stats 1 --workers "$q" ${DP_EXTRA:-}
   start_bg $sA "$W/a.log" "$SLUICED" --config "$W/a.toml"
-  start_bg $sA "$W/dpa.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/a/sa-table" --stats 1 --workers "$q"
+  start_bg $sA "$W/dpa.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/a/sa-table" --stats 1 --workers "$q" ${DP_EXTRA:-}
   if [ "${START_A:-initiate}" = initiate ]; then
     for _ in $(seq 100); do [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] && break; sleep 0.1; done
     [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] || { echo "    appliance A: $(grep -c 'CHILD_SA installed' "$W/a.log") CHILD SAs"; return 1; }

@@ -763,8 +763,10 @@ impl IkeSa {
         Ok(())
     }
 
-    /// The negotiated IKE proposal in strongSwan's notation, for logs.
-    fn proposal_name(&self) -> String {
+    /// The negotiated IKE proposal in strongSwan's notation
+    /// (`IKE:AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE_25519`), for logs and
+    /// status.
+    pub fn proposal_name(&self) -> String {
         let p = &self.cfg.ike;
         let prf = match p.prf.id() {
             5 => "PRF_HMAC_SHA2_256",

@@ -8,6 +8,7 @@ use ike_proto::{
     EspProposal, Identity, IkeProposal, LocalAuth, RemoteAuth, Retransmit, Selector, SendCert,
 };
 use serde::Deserialize;
+pub(crate) use sluice_api::model::{Connection, SendCertMode, StartAction};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,57 @@ pub(crate) struct File {
     /// IKE connections.
     #[serde(default, rename = "connection")]
     pub(crate) connections: Vec<Connection>,
+    /// The REST API; absent = none.
+    #[serde(default)]
+    pub(crate) api: Option<Api>,
+    /// The Prometheus exposition; absent = none.
+    #[serde(default)]
+    pub(crate) metrics: Option<Metrics>,
+}
+
+/// `[api]`: the REST API (HTTPS).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Api {
+    /// Address and port (`127.0.0.1:7443`).
+    pub(crate) listen: std::net::SocketAddr,
+    /// Bearer token file; generated when missing. Default
+    /// `<state_dir>/api-token`.
+    #[serde(default)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Server certificate chain (PEM); without it a self-signed one is
+    /// generated into the state directory.
+    #[serde(default)]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[serde(default)]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Clients with a certificate from this CA (PEM) need no token.
+    #[serde(default)]
+    pub(crate) client_ca: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[serde(default = "default_max_body")]
+    pub(crate) max_body: usize,
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+/// `[metrics]`: Prometheus text exposition over plain HTTP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metrics {
+    /// Address and port (`127.0.0.1:9469`); served at /metrics.
+    pub(crate) listen: std::net::SocketAddr,
+    /// Per-SA series (4 per SA plus drops); off for very large
+    /// deployments, which chart the `sluice_esp_*` sums.
+    #[serde(default = "default_true")]
+    pub(crate) per_sa: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Daemon-wide settings.
@@ -61,6 +113,9 @@ pub(crate) struct Daemon {
     /// Opt-in key log directory for Wireshark (ikev2_decryption_table and
     /// esp_sa, mode 0600). Secrets: leave unset in production.
     pub(crate) keylog: Option<PathBuf>,
+    /// Connections and manually keyed SAs created through the API, and
+    /// the API's generated certificate and token (mode 0700).
+    pub(crate) state_dir: PathBuf,
 }
 
 impl Default for Daemon {
@@ -77,166 +132,9 @@ impl Default for Daemon {
             delete_rekeyed_delay: 5,
             acquire_socket: "sluice-acquire".into(),
             keylog: None,
+            state_dir: PathBuf::from("/var/lib/sluice"),
         }
     }
-}
-
-/// What to do with a connection at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum StartAction {
-    /// Wait for the peer.
-    #[default]
-    None,
-    /// Initiate at start-up.
-    Initiate,
-    /// Install the children's policies without SAs; the data plane reports
-    /// traffic that hits them (an acquire) and sluiced initiates then.
-    Trap,
-}
-
-/// One IKE peer.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Connection {
-    /// Name used in logs.
-    pub(crate) name: String,
-    /// Our address (one; IPv4 or IPv6).
-    pub(crate) local_addr: IpAddr,
-    /// The peer's address.
-    pub(crate) remote_addr: IpAddr,
-    /// Our identity (FQDN, e-mail, IP address or DN `C=.., O=.., CN=..`);
-    /// with a certificate, its subject DN when unset.
-    #[serde(default)]
-    pub(crate) local_id: Option<String>,
-    /// The identity the peer must prove.
-    pub(crate) remote_id: String,
-    /// Pre-shared key, inline...
-    pub(crate) psk: Option<String>,
-    /// ...or read from this file (recommended; mode 0600).
-    pub(crate) psk_file: Option<PathBuf>,
-    /// Our certificate (PEM: the certificate, then any intermediates; or
-    /// one DER certificate). Set: we authenticate with its key.
-    #[serde(default)]
-    pub(crate) cert: Option<PathBuf>,
-    /// The certificate's private key (PKCS#8, SEC1 or PKCS#1; PEM or
-    /// DER; mode 0600 or stricter).
-    #[serde(default)]
-    pub(crate) key: Option<PathBuf>,
-    /// CA certificates the peer's certificate must chain to. Set: the
-    /// peer authenticates with a certificate.
-    #[serde(default)]
-    pub(crate) ca_certs: Vec<PathBuf>,
-    /// CRLs (PEM or DER) of those CAs.
-    #[serde(default)]
-    pub(crate) crls: Vec<PathBuf>,
-    /// `ifasked` (default: when the peer sent a CERTREQ), `always`, `never`.
-    #[serde(default)]
-    pub(crate) send_cert: SendCertMode,
-    /// Sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys).
-    #[serde(default)]
-    pub(crate) rsa_pss: bool,
-    /// IKE proposal, strongSwan syntax (`aes128-sha256-x25519`,
-    /// `aes256gcm16-prfsha384-ecp384-x25519`, ...).
-    #[serde(default = "default_ike")]
-    pub(crate) ike_proposal: String,
-    /// ESP proposals, comma-separated, preferred first (`aes128gcm16`,
-    /// `aes256gcm16`, `aes128-sha256`, `aes256-sha256`, `chacha20poly1305`).
-    #[serde(default = "default_esp")]
-    pub(crate) esp_proposal: String,
-    /// `none` or `initiate`.
-    #[serde(default)]
-    pub(crate) start_action: StartAction,
-    /// Seconds between liveness checks of an idle IKE SA (0 = off).
-    #[serde(default = "default_dpd")]
-    pub(crate) dpd_delay: u64,
-    /// First retransmission timeout, milliseconds.
-    #[serde(default = "default_rt_initial")]
-    pub(crate) retransmit_initial_ms: u64,
-    /// Transmissions of a request before the peer is declared dead.
-    #[serde(default = "default_rt_tries")]
-    pub(crate) retransmit_tries: u32,
-    /// Hard lifetime of a CHILD SA in seconds: deleted then if it was not
-    /// rekeyed before.
-    #[serde(default = "default_lifetime")]
-    pub(crate) lifetime: u64,
-    /// Hard lifetime in bytes (either direction), 0 = none.
-    #[serde(default)]
-    pub(crate) lifetime_bytes: u64,
-    /// Hard lifetime in packets (either direction), 0 = none.
-    #[serde(default)]
-    pub(crate) lifetime_packets: u64,
-    /// Seconds after which a CHILD SA is rekeyed (less up to 10% jitter);
-    /// unset: 9/10 of `lifetime`; 0 = never.
-    #[serde(default)]
-    pub(crate) rekey_time: Option<u64>,
-    /// Seconds after which the IKE SA is rekeyed (less up to 10% jitter);
-    /// 0 = never.
-    #[serde(default = "default_ike_rekey_time")]
-    pub(crate) ike_rekey_time: u64,
-    /// Seconds after which the IKE SA is reauthenticated instead of
-    /// rekeyed (RFC 7296 §2.8.3): a new IKE SA from scratch takes over the
-    /// CHILD SAs' traffic, then the old one is deleted; 0 = never.
-    #[serde(default)]
-    pub(crate) reauth_time: u64,
-    /// IKEv2 fragmentation (RFC 7383): the largest IP datagram an IKE
-    /// message is sent in once both peers announced support; 0 = do not
-    /// announce it.
-    #[serde(default = "default_fragment_size")]
-    pub(crate) fragment_size: usize,
-    /// CHILD SAs (policies).
-    #[serde(rename = "child")]
-    pub(crate) children: Vec<Child>,
-}
-
-/// `send_cert`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum SendCertMode {
-    /// When the peer asked with a CERTREQ.
-    #[default]
-    IfAsked,
-    /// Always.
-    Always,
-    /// Never.
-    Never,
-}
-
-/// A CHILD SA's traffic selectors.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Child {
-    /// Name used in logs.
-    pub(crate) name: String,
-    /// Our side, CIDR (`198.19.2.0/24`, `0.0.0.0/0` for route-based).
-    pub(crate) local_ts: Vec<String>,
-    /// The peer's side.
-    pub(crate) remote_ts: Vec<String>,
-}
-
-fn default_ike() -> String {
-    "aes128-sha256-x25519-ecp256".into()
-}
-fn default_esp() -> String {
-    "aes128gcm16".into()
-}
-fn default_ike_rekey_time() -> u64 {
-    14400
-}
-fn default_lifetime() -> u64 {
-    3960
-}
-fn default_fragment_size() -> usize {
-    1280
-}
-fn default_dpd() -> u64 {
-    30
-}
-fn default_rt_initial() -> u64 {
-    1000
-}
-fn default_rt_tries() -> u32 {
-    8
 }
 
 /// Parses a strongSwan-style IKE proposal.
@@ -373,6 +271,57 @@ fn identity(s: &str) -> Result<Identity, String> {
     }
 }
 
+/// Longest time any lifetime or interval may be (ten years): larger values
+/// would overflow the clock arithmetic.
+const MAX_SECONDS: u64 = 10 * 365 * 86400;
+
+/// Numbers the daemon adds to clocks or multiplies: bounded.
+fn check_bounds(c: &Connection) -> Result<(), String> {
+    let secs = [
+        ("dpd_delay", c.dpd_delay),
+        ("lifetime", c.lifetime),
+        ("rekey_time", c.rekey_time.unwrap_or(0)),
+        ("ike_rekey_time", c.ike_rekey_time),
+        ("reauth_time", c.reauth_time),
+    ];
+    for (k, v) in secs {
+        if v > MAX_SECONDS {
+            return Err(format!(
+                "{k} = {v}: at most {MAX_SECONDS} seconds (ten years)"
+            ));
+        }
+    }
+    if c.retransmit_initial_ms > 60_000 {
+        return Err("retransmit_initial_ms: at most 60000".into());
+    }
+    if c.retransmit_tries > 100 {
+        return Err("retransmit_tries: at most 100".into());
+    }
+    if c.fragment_size > 65_535 {
+        return Err("fragment_size: at most 65535".into());
+    }
+    if c.children.len() > 64
+        || c.children
+            .iter()
+            .any(|ch| ch.local_ts.len() * ch.remote_ts.len() > 256)
+    {
+        return Err("at most 64 children of at most 256 selector pairs each".into());
+    }
+    Ok(())
+}
+
+/// A file a connection names: a regular file of at most 1 MiB.
+fn check_file(f: &std::path::Path) -> Result<(), String> {
+    let m = std::fs::metadata(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    if !m.is_file() {
+        return Err(format!("{}: not a regular file", f.display()));
+    }
+    if m.len() > 1 << 20 {
+        return Err(format!("{}: larger than 1 MiB", f.display()));
+    }
+    Ok(())
+}
+
 /// CHILD SA lifetimes beyond the rekey time (RFC 4301 §4.4.2.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ChildLife {
@@ -386,6 +335,8 @@ pub(crate) struct ChildLife {
 
 /// A connection ready for ike-proto.
 pub(crate) struct Resolved {
+    /// The definition it was resolved from.
+    pub(crate) spec: Connection,
     /// Name.
     pub(crate) name: String,
     /// Our address.
@@ -417,9 +368,29 @@ impl File {
 
     /// Every connection, validated and resolved.
     pub(crate) fn resolve(&self) -> Result<Vec<Resolved>, String> {
-        let mut out = Vec::new();
+        let mut out: Vec<Resolved> = Vec::new();
         for c in &self.connections {
+            if out.iter().any(|r| r.name == c.name) {
+                return Err(format!("connection {:?} is defined twice", c.name));
+            }
+            out.push(resolve(c)?);
+        }
+        Ok(out)
+    }
+}
+
+/// One connection, validated and resolved (files it names are read).
+pub(crate) fn resolve(c: &Connection) -> Result<Resolved, String> {
+    {
+        {
             let ctx = |e: String| format!("connection {:?}: {e}", c.name);
+            check_bounds(c).map_err(ctx)?;
+            // Files it names must be regular and small: the API can name
+            // any path, and reading /dev/zero or a FIFO must not be possible.
+            let files = c.psk_file.iter().chain(&c.cert).chain(&c.key);
+            for f in files.chain(&c.ca_certs).chain(&c.crls) {
+                check_file(f).map_err(ctx)?;
+            }
             let psk = match (&c.psk, &c.psk_file) {
                 (Some(p), None) => Some(p.clone().into_bytes()),
                 (None, Some(f)) => Some(
@@ -518,7 +489,11 @@ impl File {
                     remote_ts,
                 });
             }
-            out.push(Resolved {
+            if !sluice_api::model::valid_name(&c.name) {
+                return Err(ctx("a name is 1-64 letters, digits, '-', '_' or '.'".into()));
+            }
+            Ok(Resolved {
+                spec: c.clone(),
                 name: c.name.clone(),
                 local: c.local_addr,
                 remote: c.remote_addr,
@@ -566,9 +541,8 @@ impl File {
                         n => Some(n),
                     },
                 },
-            });
+            })
         }
-        Ok(out)
     }
 }
 
@@ -630,6 +604,15 @@ mod tests {
             parse_cidr("2001:db8::1").unwrap().start,
             parse_cidr("2001:db8::1/128").unwrap().end
         );
+    }
+
+    /// deploy/sluiced.toml uses only keys that exist (its files are
+    /// the operator's, so it is parsed, not resolved).
+    #[test]
+    fn the_deploy_example_parses() {
+        let f = File::parse(include_str!("../../../deploy/sluiced.toml")).unwrap();
+        assert_eq!(f.connections.len(), 2);
+        assert!(f.api.is_some() && f.metrics.is_some());
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! address), feeds datagrams to the sans-IO IKE SAs, sends what they queue,
 //! runs their timers and turns their events into SA-table changes.
 
-use crate::config::{Daemon, Resolved, StartAction};
+mod control;
+
+use crate::config::{File, Resolved, StartAction};
 use ike_proto::{ChildSa, Event, IkeSa, Random, Role, Selector, State};
 use ike_wire::{ExchangeType, Message};
 use ring::rand::SecureRandom;
+use sluice_api::model::{ManualSa, Source};
 use sluice_sa_table::{
     Action, Capacity, Direction, Lifetimes, Policy, PolicyId, Prefix, SaConfig, SaHandle, Writer,
 };
@@ -54,6 +57,12 @@ struct Installed {
     /// Its traffic selectors: a CHILD SA with the same ones in a new IKE
     /// SA of the connection (reauthentication) takes its policies over.
     ts: (Vec<ike_proto::Selector>, Vec<ike_proto::Selector>),
+    /// When it was installed.
+    installed: Instant,
+    /// Its transform, as strongSwan names it.
+    esp: String,
+    /// UDP-encapsulated.
+    udp_encap: bool,
 }
 
 /// What the IKE_SA_INIT defences turned away, logged every 10 s.
@@ -70,6 +79,10 @@ struct DosStats {
 
 struct Entry {
     conn: usize,
+    /// When it was created.
+    created: Instant,
+    /// Its state when last pumped (to name the exchange that failed).
+    seen: State,
     sa: IkeSa,
     children: Vec<Installed>,
     next_dpd: Option<Instant>,
@@ -119,10 +132,33 @@ struct Daemon2 {
     half_open: HashSet<u64>,
     rng: OsRandom,
     next_sa_id: u64,
+    /// Where each connection comes from, and whether it is still loaded
+    /// (indices into `conns` never change; a deleted connection stays as
+    /// a tombstone until its IKE SAs are gone).
+    conn_source: Vec<Source>,
+    conn_live: Vec<bool>,
+    acquire_socket: String,
+    /// Requests from the REST API.
+    api: Option<std::sync::mpsc::Receiver<sluice_api::server::Request>>,
+    state_dir: std::path::PathBuf,
+    manual: std::collections::BTreeMap<String, control::Manual>,
+    totals: control::Totals,
+    /// The DoS counters of past log periods.
+    dos_total: DosStats,
+    /// Set during start-up: policy changes are published in one commit at
+    /// its end (no moment with some policies missing).
+    defer_commit: bool,
+    /// Persisted connections and manual SAs that could not be loaded at
+    /// start-up: kept in the state files, not lost by the next API change.
+    unloaded_conns: Vec<sluice_api::model::Connection>,
+    unloaded_manual: Vec<ManualSa>,
+    per_sa: bool,
+    started: Instant,
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
+pub(crate) fn run(file: File, conns: Vec<Resolved>) -> Result<(), String> {
+    let cfg = &file.daemon;
     if let Some(dir) = cfg.sa_table.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -166,8 +202,71 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
         half_open: HashSet::new(),
         rng: OsRandom(ring::rand::SystemRandom::new()),
         next_sa_id: 1,
+        conn_source: vec![Source::File; conns.len()],
+        conn_live: vec![true; conns.len()],
         conns,
+        acquire_socket: cfg.acquire_socket.clone(),
+        api: None,
+        state_dir: cfg.state_dir.clone(),
+        manual: std::collections::BTreeMap::new(),
+        totals: control::Totals::default(),
+        dos_total: DosStats::default(),
+        defer_commit: true,
+        unloaded_conns: Vec::new(),
+        unloaded_manual: Vec::new(),
+        per_sa: file.metrics.as_ref().is_none_or(|m| m.per_sa),
+        started: Instant::now(),
     };
+    let api_wanted = file.api.is_some() || file.metrics.is_some();
+    if api_wanted {
+        control::state_dir(&d.state_dir)?;
+    }
+    // Connections created through the API by a previous run.
+    let persisted: Vec<sluice_api::model::Connection> =
+        control::load_persisted(&d.state_dir.join("connections.json"))?;
+    let mut api_conns = Vec::new();
+    for c in persisted {
+        if d.conns.iter().any(|x| x.name == c.name) {
+            error!(conn = %c.name, "connection from the API has the name of one in the configuration file: not loaded");
+            d.unloaded_conns.push(c);
+            continue;
+        }
+        match crate::config::resolve(&c) {
+            Ok(r) => api_conns.push(r),
+            Err(e) => {
+                error!("connection from the API not loaded (kept in the state file): {e}");
+                d.unloaded_conns.push(c);
+            }
+        }
+    }
+    // Manually keyed SAs: those still in the table are kept as they are
+    // (sequence numbers, replay windows, counters), the others installed
+    // again.
+    let manual: Vec<ManualSa> = control::load_persisted(&d.state_dir.join("manual-sas.json"))?;
+    let mut kept = HashSet::new();
+    let mut reuse = Vec::new();
+    for m in &manual {
+        let find = |dir: Direction, spi: u32, dst: IpAddr| {
+            stale
+                .iter()
+                .find(|(_, c)| c.direction == dir && c.spi == spi && c.dst == dst)
+                .map(|(h, _)| *h)
+        };
+        let h = find(Direction::Inbound, m.spi_in, m.local_addr).zip(find(
+            Direction::Outbound,
+            m.spi_out,
+            m.remote_addr,
+        ));
+        if let Some((a, b)) = h {
+            kept.insert(a);
+            kept.insert(b);
+        }
+        reuse.push(h);
+    }
+    let stale: Vec<_> = stale
+        .into_iter()
+        .filter(|(h, _)| !kept.contains(h))
+        .collect();
     // SAs left by a previous run have no IKE SA any more: remove them (the
     // peers will renegotiate; keeping them would leave orphans).
     for (h, c) in stale {
@@ -183,18 +282,74 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
     }
     // Removing the old policies and installing the traps is one commit: no
     // moment without a trap for the data plane to forward in the clear.
-    d.install_traps(&cfg.acquire_socket)?;
-    for c in &d.conns {
-        for port in [500u16, 4500] {
-            let addr = SocketAddr::new(c.local, port);
-            if d.sockets.contains_key(&addr) {
-                continue;
+    d.install_traps()?;
+    for (m, h) in manual.iter().zip(reuse) {
+        match d.install_manual(m, h) {
+            Ok(x) => {
+                info!(
+                    name = %m.name,
+                    kept = h.is_some(),
+                    "manual SA pair {:08x}_i {:08x}_o restored",
+                    m.spi_in,
+                    m.spi_out
+                );
+                d.manual.insert(m.name.clone(), x);
             }
-            let s = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            info!(%addr, "listening");
-            d.sockets.insert(addr, s);
+            Err(e) => {
+                error!(name = %m.name, "manual SA pair not restored (kept in the state file): {}", e.message);
+                if let Some((a, b)) = h {
+                    let _ = d.delete_sa(a);
+                    let _ = d.delete_sa(b);
+                }
+                d.unloaded_manual.push(m.clone());
+            }
         }
+    }
+    let locals: Vec<IpAddr> = d.conns.iter().map(|c| c.local).collect();
+    for a in locals {
+        d.bind_sockets(a)?;
+    }
+    for r in api_conns {
+        let name = r.name.clone();
+        if let Err(e) = d.bind_sockets(r.local) {
+            error!(conn = %name, "connection from the API not loaded (kept in the state file): {e}");
+            d.unloaded_conns.push(r.spec);
+            continue;
+        }
+        info!(conn = %name, "connection from the API loaded");
+        d.load_connection(r, Source::Api, Instant::now());
+    }
+    // Old policies removed, traps, manual SAs' and API connections'
+    // policies installed: published together.
+    d.defer_commit = false;
+    d.commit().map_err(|e| e.to_string())?;
+    if api_wanted {
+        let api = match &file.api {
+            Some(a) => {
+                let token_file = a
+                    .token_file
+                    .clone()
+                    .unwrap_or_else(|| d.state_dir.join("api-token"));
+                let tls = sluice_api::server::tls_config(&sluice_api::server::TlsFiles {
+                    cert: a.tls_cert.clone(),
+                    key: a.tls_key.clone(),
+                    client_ca: a.client_ca.clone(),
+                    state_dir: d.state_dir.clone(),
+                    names: vec![a.listen.ip().to_string()],
+                })?;
+                Some(sluice_api::server::ApiSettings {
+                    listen: a.listen,
+                    token: sluice_api::server::load_or_create_token(&token_file)?,
+                    tls,
+                    max_body: a.max_body.max(1024),
+                })
+            }
+            None => None,
+        };
+        d.api = Some(sluice_api::server::spawn(
+            api,
+            file.metrics.as_ref().map(|m| m.listen),
+        )?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -202,7 +357,7 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
     }
     let now = Instant::now();
     for i in 0..d.conns.len() {
-        if d.conns[i].start == StartAction::Initiate {
+        if d.conn_source[i] == Source::File && d.conns[i].start == StartAction::Initiate {
             d.initiate(i, now);
         }
     }
@@ -267,6 +422,7 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
             }
         }
         d.acquires(now);
+        d.api_requests(now);
         d.timers(now);
         if idle {
             std::thread::sleep(Duration::from_millis(2));
@@ -275,7 +431,12 @@ pub(crate) fn run(cfg: Daemon, conns: Vec<Resolved>) -> Result<(), String> {
 }
 
 fn describe(data: &[u8]) -> String {
-    match Message::parse(data) {
+    describe_parsed(&Message::parse(data))
+}
+
+/// As [`describe`], for a message already parsed.
+fn describe_parsed(m: &Result<Message, ike_wire::Error>) -> String {
+    match m {
         Ok(m) => {
             let h = m.header;
             format!(
@@ -340,41 +501,61 @@ impl Daemon2 {
 
     /// Trap policies for every connection with start_action = "trap", and
     /// the acquire socket the data plane reports their hits on.
-    fn install_traps(&mut self, socket: &str) -> Result<(), String> {
+    fn install_traps(&mut self) -> Result<(), String> {
         let mut any = false;
-        for (ci, c) in self.conns.iter().enumerate() {
-            if c.start != StartAction::Trap {
-                continue;
+        for ci in 0..self.conns.len() {
+            if self.conns[ci].start == StartAction::Trap {
+                any = true;
+                self.trap_connection(ci)?;
             }
-            any = true;
-            for ch in &c.ike.children {
-                for l in &ch.local_ts {
-                    for r in &ch.remote_ts {
-                        let (Some(lp), Some(rp)) = (prefix_of(l), prefix_of(r)) else {
-                            continue;
-                        };
-                        let p = self
-                            .writer
-                            .add_policy(Policy::between(lp, rp, Action::Protect))
-                            .map_err(|e| format!("trap policy: {e}"))?;
-                        self.traps.insert(p, ci);
-                        self.trap_by_sel.insert((ci, lp, rp), p);
+        }
+        self.commit().map_err(|e| e.to_string())?;
+        if any {
+            self.bind_acquire()?;
+        }
+        Ok(())
+    }
+
+    /// One connection's trap policies (the caller commits).
+    fn trap_connection(&mut self, ci: usize) -> Result<(), String> {
+        let c = &self.conns[ci];
+        let mut pairs = Vec::new();
+        for ch in &c.ike.children {
+            for l in &ch.local_ts {
+                for r in &ch.remote_ts {
+                    if let (Some(lp), Some(rp)) = (prefix_of(l), prefix_of(r)) {
+                        pairs.push((lp, rp));
                     }
                 }
             }
-            info!(conn = %c.name, "trap policies installed: initiating on traffic");
         }
-        self.writer.commit().map_err(|e| e.to_string())?;
-        if any {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes())
-                .map_err(|e| format!("acquire socket: {e}"))?;
-            let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)
-                .map_err(|e| format!("acquire socket @{socket}: {e}"))?;
-            sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-            info!(socket = %format!("@{socket}"), "listening for acquires from the data plane");
-            self.acquire = Some(sock);
+        let name = c.name.clone();
+        for (lp, rp) in pairs {
+            let p = self
+                .writer
+                .add_policy(Policy::between(lp, rp, Action::Protect))
+                .map_err(|e| format!("trap policy: {e}"))?;
+            self.traps.insert(p, ci);
+            self.trap_by_sel.insert((ci, lp, rp), p);
         }
+        info!(conn = %name, "trap policies installed: initiating on traffic");
+        Ok(())
+    }
+
+    /// The acquire socket, once.
+    fn bind_acquire(&mut self) -> Result<(), String> {
+        if self.acquire.is_some() {
+            return Ok(());
+        }
+        use std::os::linux::net::SocketAddrExt;
+        let socket = &self.acquire_socket;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes())
+            .map_err(|e| format!("acquire socket: {e}"))?;
+        let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)
+            .map_err(|e| format!("acquire socket @{socket}: {e}"))?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        info!(socket = %format!("@{socket}"), "listening for acquires from the data plane");
+        self.acquire = Some(sock);
         Ok(())
     }
 
@@ -412,6 +593,13 @@ impl Daemon2 {
         let since = now.duration_since(self.dos_logged).as_secs();
         self.dos_logged = now;
         let d = std::mem::take(&mut self.dos);
+        let t = &mut self.dos_total;
+        t.unknown_peer += d.unknown_peer;
+        t.half_open_full += d.half_open_full;
+        t.per_source_full += d.per_source_full;
+        t.cookies_sent += d.cookies_sent;
+        t.malformed += d.malformed;
+        t.cookies_valid += d.cookies_valid;
         if d != DosStats::default() {
             warn!(
                 unknown_peer = d.unknown_peer,
@@ -447,6 +635,9 @@ impl Daemon2 {
         let Some(conn) = self.entries.get(&old).map(|e| e.conn) else {
             return;
         };
+        if !self.conn_live[conn] {
+            return;
+        }
         info!(
             conn = %self.conns[conn].name,
             "reauthenticating the IKE_SA (reauth_time): a new IKE SA takes over, then the old one is deleted"
@@ -549,6 +740,16 @@ impl Daemon2 {
         if let Some(n) = self.entries.get(&id) {
             self.keylog_ike(&n.sa);
         }
+        // Its connection was deleted while the rekey was under way: the
+        // new IKE SA goes too.
+        if !self.conn_live[conn] {
+            if let Some(n) = self.entries.get_mut(&id) {
+                info!("its connection was deleted: deleting the rekeyed IKE_SA");
+                n.ike_rekey_at = None;
+                n.reauth_at = None;
+                let _ = n.sa.delete(Instant::now(), &mut self.rng);
+            }
+        }
         self.pump(id);
     }
 
@@ -600,6 +801,8 @@ impl Daemon2 {
             id,
             Entry {
                 conn,
+                created: now,
+                seen: sa.state(),
                 sa,
                 children: Vec::new(),
                 next_dpd,
@@ -620,6 +823,7 @@ impl Daemon2 {
             return;
         };
         let h = m.header;
+        self.totals.message(&h, "in");
         if let Some(&id) = self.by_spi.get(&(h.spi_i, from.ip())) {
             let Some(e) = self.entries.get_mut(&id) else {
                 return;
@@ -635,11 +839,11 @@ impl Daemon2 {
             debug!(%from, "no IKE SA for {}", describe(data));
             return;
         }
-        let Some(conn) = self
-            .conns
-            .iter()
-            .position(|c| c.remote == from.ip() && c.local == local.ip())
-        else {
+        let Some(conn) = (0..self.conns.len()).find(|&i| {
+            self.conn_live[i]
+                && self.conns[i].remote == from.ip()
+                && self.conns[i].local == local.ip()
+        }) else {
             // Per packet only at debug: a flood must not flood the log.
             debug!(%from, "IKE_SA_INIT from an unknown peer: dropped");
             self.dos.unknown_peer += 1;
@@ -728,7 +932,7 @@ impl Daemon2 {
                 self.lingering.drain(..).partition(|(t, _)| *t <= now);
             self.lingering = keep;
             for (_, h) in due {
-                let _ = self.writer.delete_sa(h);
+                let _ = self.delete_sa(h);
             }
         }
         let expired: Vec<u64> = self
@@ -747,6 +951,7 @@ impl Daemon2 {
                 let _g = span.enter();
                 let (spi_i, spi_r) = e.sa.spis();
                 info!("half-open IKE SA {spi_i:016x}_i {spi_r:016x}_r: no IKE_AUTH in time");
+                self.totals.outcome("IKE_AUTH", "timeout");
                 self.remove(id, "half-open timeout");
             }
             self.half_open.remove(&id);
@@ -761,7 +966,13 @@ impl Daemon2 {
             let _g = span.enter();
             if e.sa.poll_timeout().is_some_and(|t| t <= now) {
                 e.sa.handle_timeout(now);
+                // What it sends now is a retransmission (of one request,
+                // however many fragments).
+                let before = self.totals.messages.values().sum::<u64>();
                 self.pump(id);
+                if self.totals.messages.values().sum::<u64>() > before {
+                    self.totals.retransmits += 1;
+                }
                 continue;
             }
             // Volume lifetimes, from the data plane's counters, every 100 ms.
@@ -870,6 +1081,8 @@ impl Daemon2 {
         };
         // Callers enter the connection's span.
         let (local, _) = e.sa.addresses();
+        let seen = e.seen;
+        e.seen = e.sa.state();
         // Log lines first (they describe what is about to be sent), then
         // the datagrams, then the other events.
         let mut events = Vec::new();
@@ -885,7 +1098,11 @@ impl Daemon2 {
                 error!("no socket for {}:{port}", local.ip());
                 continue;
             };
-            info!(to = %t.dst, "sending {}", describe(&t.data));
+            let parsed = Message::parse(&t.data);
+            info!(to = %t.dst, "sending {}", describe_parsed(&parsed));
+            if let Ok(m) = &parsed {
+                self.totals.message(&m.header, "out");
+            }
             let mut bytes = Vec::with_capacity(t.data.len() + 4);
             if port == 4500 {
                 bytes.extend_from_slice(&[0; 4]);
@@ -900,6 +1117,7 @@ impl Daemon2 {
         for ev in events {
             match ev {
                 Event::Established { spi_i, spi_r } => {
+                    self.totals.outcome("IKE_AUTH", "ok");
                     info!("IKE_SA established, SPIs {spi_i:016x}_i {spi_r:016x}_r");
                     let at = self.ike_rekey_deadline(id);
                     let reauth = self.reauth_deadline(id);
@@ -912,7 +1130,11 @@ impl Daemon2 {
                     }
                     more_children = true;
                 }
-                Event::IkeRekeyed(next) => self.adopt(id, *next),
+                Event::IkeRekeyed(next) => {
+                    self.totals.rekeys_ike += 1;
+                    self.totals.outcome("CREATE_CHILD_SA", "ok");
+                    self.adopt(id, *next);
+                }
                 Event::IkeRedundant(extra) => {
                     // A rekey collision's loser: kept only to exchange its
                     // Delete, then removed like any closed IKE SA; deleted
@@ -930,6 +1152,7 @@ impl Daemon2 {
                     }
                 }
                 Event::RekeyFailed { child, notify } => {
+                    self.totals.outcome("CREATE_CHILD_SA", "failed");
                     // Tried again in 10 s (RFC 7296 §2.25: wait, then retry).
                     let again = Instant::now() + Duration::from_secs(10);
                     if let Some(e) = self.entries.get_mut(&id) {
@@ -948,11 +1171,25 @@ impl Daemon2 {
                         }
                     }
                 }
-                Event::ChildInstalled(c) => self.install(id, c),
+                Event::ChildInstalled(c) => {
+                    if c.rekeys.is_some() {
+                        self.totals.rekeys_child += 1;
+                    }
+                    if seen == State::Established {
+                        self.totals.outcome("CREATE_CHILD_SA", "ok");
+                    }
+                    self.install(id, c);
+                }
                 Event::ChildDeleted { spi_in, spi_out } => self.uninstall(id, spi_in, spi_out),
                 Event::Deleted => close = Some("deleted"),
-                Event::PeerDead => close = Some("peer dead (no answer to retransmissions)"),
+                Event::PeerDead => {
+                    self.totals
+                        .outcome(control::exchange_of(seen, true), "timeout");
+                    close = Some("peer dead (no answer to retransmissions)");
+                }
                 Event::Failed { reason, notify } => {
+                    self.totals
+                        .outcome(control::exchange_of(seen, false), "failed");
                     warn!(?notify, "{reason}");
                     if self
                         .entries
@@ -1041,7 +1278,7 @@ impl Daemon2 {
         let h_out = match self.writer.insert_sa(&outbound) {
             Ok(h) => h,
             Err(err) => {
-                let _ = self.writer.delete_sa(h_in);
+                let _ = self.delete_sa(h_in);
                 return error!("installing outbound SA {:08x}: {err}", c.spi_out);
             }
         };
@@ -1123,19 +1360,13 @@ impl Daemon2 {
                     policies.push(p);
                     continue;
                 }
-                match self
-                    .writer
-                    .add_policy(Policy::between(lp, rp, Action::Protect))
-                {
-                    Ok(p) => {
-                        let _ = self.writer.bind_policy(p, Some(h_out));
-                        policies.push(p);
-                    }
+                match self.protect(lp, rp, h_out) {
+                    Ok(p) => policies.push(p),
                     Err(err) => error!("policy {lp:?} -> {rp:?}: {err}"),
                 }
             }
         }
-        if let Err(err) = self.writer.commit() {
+        if let Err(err) = self.commit() {
             error!("publishing policies: {err}");
         }
         info!(
@@ -1186,9 +1417,44 @@ impl Daemon2 {
                 successor: None,
                 replaced: false,
                 ts: (c.local_ts.clone(), c.remote_ts.clone()),
+                installed: Instant::now(),
+                esp: control::esp_name(encr_id, key_bits, integ_id),
+                udp_encap: c.nat_t,
             });
         }
         self.finish_reauth(id);
+    }
+
+    /// Publishes policy changes (deferred until the end of start-up).
+    fn commit(&mut self) -> Result<(), sluice_sa_table::TableError> {
+        if self.defer_commit {
+            return Ok(());
+        }
+        self.writer.commit()
+    }
+
+    /// Deletes an SA from the table, its counters added to the totals
+    /// first (so the ESP totals never go backwards).
+    fn delete_sa(&mut self, h: SaHandle) -> Result<(), sluice_sa_table::TableError> {
+        if let (Some(c), Some(cfg)) = (self.writer.sa_counters(h), self.writer.sa_config(h)) {
+            self.totals.retire(cfg.direction, &c);
+        }
+        self.writer.delete_sa(h)
+    }
+
+    /// A PROTECT policy from `lp` to `rp` bound to the outbound SA `h_out`
+    /// (the caller commits).
+    fn protect(
+        &mut self,
+        lp: Prefix,
+        rp: Prefix,
+        h_out: SaHandle,
+    ) -> Result<PolicyId, sluice_sa_table::TableError> {
+        let p = self
+            .writer
+            .add_policy(Policy::between(lp, rp, Action::Protect))?;
+        let _ = self.writer.bind_policy(p, Some(h_out));
+        Ok(p)
     }
 
     fn uninstall(&mut self, id: u64, spi_in: u32, spi_out: u32) {
@@ -1225,8 +1491,8 @@ impl Daemon2 {
             for p in std::mem::take(&mut c.policies) {
                 self.drop_policy(p);
             }
-            let _ = self.writer.delete_sa(c.h_out);
-            if let Err(err) = self.writer.commit() {
+            let _ = self.delete_sa(c.h_out);
+            if let Err(err) = self.commit() {
                 error!("publishing policies: {err}");
             }
             self.lingering
@@ -1241,9 +1507,9 @@ impl Daemon2 {
         for p in c.policies {
             self.drop_policy(p);
         }
-        let _ = self.writer.delete_sa(c.h_out);
-        let _ = self.writer.delete_sa(c.h_in);
-        if let Err(err) = self.writer.commit() {
+        let _ = self.delete_sa(c.h_out);
+        let _ = self.delete_sa(c.h_in);
+        if let Err(err) = self.commit() {
             error!("publishing policies: {err}");
         }
     }

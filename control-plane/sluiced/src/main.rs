@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 .iter()
                 .position(|a| a == "--config")
                 .and_then(|i| args.get(i + 1));
-            load(file.map(String::as_str)).and_then(|(f, conns)| daemon::run(f.daemon, conns))
+            load(file.map(String::as_str)).and_then(|(f, conns)| daemon::run(f, conns))
         }
     };
     match r {

@@ -4,8 +4,11 @@
 //! sluice-dp --outside IF --inside IF [--sa-table PATH] [--workers N]
 //!           [--xdp-mode auto|native|generic] [--bind auto|copy|zero-copy]
 //!           [--no-policy forward|drop] [--backend ring|rustcrypto] [--stats SECONDS]
+//!           [--metrics ADDR:PORT]
 //! sluice-dp show [--sa-table PATH]
 //! ```
+
+mod metrics;
 
 use sluice_dp::fib::Fib;
 use sluice_dp::netlink::Netlink;
@@ -36,6 +39,7 @@ struct Opts {
     stats: Option<Duration>,
     acquire: String,
     fragment: bool,
+    metrics: Option<SocketAddr>,
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -57,6 +61,7 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         "--stats",
         "--acquire-socket",
         "--fragment",
+        "--metrics",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -106,6 +111,13 @@ fn opts(args: &[String]) -> Result<Opts, String> {
             None | Some("on") => true,
             Some("off") => false,
             Some(x) => return Err(format!("--fragment {x}: on or off")),
+        },
+        metrics: match arg(args, "--metrics") {
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|e| format!("--metrics {a}: {e} (ADDRESS:PORT)"))?,
+            ),
+            None => None,
         },
         stats: match arg(args, "--stats") {
             Some(s) => Some(Duration::from_secs_f64(
@@ -321,6 +333,12 @@ fn run(o: Opts) -> Result<(), String> {
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
     let mut last_stats = Instant::now();
     let mut last_dump = Instant::now();
+    let latest: metrics::Latest = Default::default();
+    if let Some(addr) = o.metrics {
+        metrics::serve(addr, latest.clone())?;
+        log(format!("metrics on http://{addr}/metrics"));
+    }
+    let mut last_metrics = Instant::now() - Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         let now = Instant::now();
@@ -374,6 +392,28 @@ fn run(o: Opts) -> Result<(), String> {
             }
             asked.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
             acquired.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
+        }
+        if o.metrics.is_some() && now.duration_since(last_metrics) >= Duration::from_secs(1) {
+            last_metrics = now;
+            let mut samples = Vec::new();
+            for (ifname, role, s) in [
+                (o.outside.as_str(), "outside", &steer_out),
+                (o.inside.as_str(), "inside", &steer_in),
+            ] {
+                if let Ok(c) = s.counters() {
+                    for k in Class::ALL {
+                        let action = match k.action() {
+                            sluice_ebpf::Action::Pass => "pass",
+                            sluice_ebpf::Action::Redirect => "redirect",
+                        };
+                        samples.push((ifname, role, k.name(), action, c[k.index()]));
+                    }
+                }
+            }
+            let text = metrics::render(&samples);
+            if let Ok(mut l) = latest.lock() {
+                *l = text;
+            }
         }
         if let Some(every) = o.stats {
             if now.duration_since(last_stats) >= every {
