@@ -51,6 +51,7 @@ step api-smoke as_root tests/api/smoke.sh
 step e2e-strongswan as_root tests/e2e/tunnel.sh strongswan
 step e2e-sluice as_root tests/e2e/tunnel.sh sluice
 step perf-smoke perf/run esp --quick
+step perf-dpdk-smoke as_root perf/run dpdk --quick --size 1420
 step perf-e2e-smoke as_root perf/run e2e --quick
 
 echo

@@ -14,16 +14,19 @@ use std::time::{Duration, Instant};
 const BURST: usize = 32;
 const BUF: usize = 2048;
 
+mod dpdk;
 mod e2e;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("esp") => esp(&args[1..]),
+        Some("dpdk") => dpdk::run(&args[1..]),
         Some("gen") => e2e::gen(&args[1..]),
         Some("install") => e2e::install(&args[1..]),
         _ => {
             eprintln!("usage: sluice-perf esp [--quick] [--backend B] [--alg A] [--size N]");
+            eprintln!("       sluice-perf dpdk [--quick] [--size N]");
             eprintln!("       sluice-perf gen|install ... (used by perf/e2e.sh)");
             ExitCode::from(2)
         }
@@ -283,21 +286,23 @@ fn bench_one(backend: Backend, alg: Algorithm, size: usize, rounds: usize, round
 }
 
 fn report(backend: Backend, alg: Algorithm, op: &str, size: usize, ns: f64, roof_ns: f64) {
+    let head = format!(
+        "\"bench\":\"esp\",\"backend\":\"{}\",\"alg\":\"{}\",\"op\":\"{op}\"",
+        backend.name(),
+        alg.name()
+    );
+    report_line(&head, size, ns, roof_ns);
+}
+
+/// One JSON line: `head` (the benchmark's own fields), then the figures
+/// for `size`-byte packets at `ns` per packet against a roof of `roof_ns`.
+fn report_line(head: &str, size: usize, ns: f64, roof_ns: f64) {
     let gbps = size as f64 * 8.0 / ns;
     let roof_gbps = size as f64 * 8.0 / roof_ns;
     println!(
-        "{{\"bench\":\"esp\",\"backend\":\"{}\",\"alg\":\"{}\",\"op\":\"{}\",\"size\":{},\"burst\":{},\"gbps\":{:.3},\"mpps\":{:.3},\"ns_per_pkt\":{:.1},\"roof_gbps\":{:.3},\"roof_mpps\":{:.3},\"roof_ns_per_pkt\":{:.1},\"ratio\":{:.3}}}",
-        backend.name(),
-        alg.name(),
-        op,
-        size,
-        BURST,
-        gbps,
+        "{{{head},\"size\":{size},\"burst\":{BURST},\"gbps\":{gbps:.3},\"mpps\":{:.3},\"ns_per_pkt\":{ns:.1},\"roof_gbps\":{roof_gbps:.3},\"roof_mpps\":{:.3},\"roof_ns_per_pkt\":{roof_ns:.1},\"ratio\":{:.3}}}",
         1e3 / ns,
-        ns,
-        roof_gbps,
         1e3 / roof_ns,
-        roof_ns,
         gbps / roof_gbps
     );
 }

@@ -20,6 +20,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod afxdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 
 /// Room guaranteed in front of a received packet (its Ethernet header).

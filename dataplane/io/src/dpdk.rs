@@ -1,0 +1,626 @@
+//! The DPDK backend: [`PacketIo`] over DPDK ethdev queues, packets in mbufs.
+//!
+//! - [`init`] starts the EAL once per process from configuration
+//!   (`--no-huge` when no hugepages are mounted, virtual devices for tests).
+//! - [`Pool`] is a packet mempool on one NUMA socket. Every mbuf gets an
+//!   index (kept in its private area) when the pool is made: a [`Desc`]'s
+//!   `addr` is that index, never a pointer, so a forged or stale
+//!   descriptor cannot make safe code touch memory outside the pool.
+//! - [`Port`] configures and starts an ethdev with one RX and one TX queue
+//!   per worker.
+//! - [`DpdkIo`] serves one worker's queue on each port. It tracks which
+//!   mbufs it has handed out: only those can be edited, sent or freed, and
+//!   only once, so safe code cannot double-free an mbuf or write to one the
+//!   NIC owns; what is still handed out when it is dropped goes back to the
+//!   pool.
+//!
+//! Buffer layout, to meet the [`crate::MIN_HEADROOM`] contract although the
+//! PMDs put a received packet `RTE_PKTMBUF_HEADROOM` (128) bytes into the
+//! mbuf's buffer: each mbuf has a 136-byte private area in front of its
+//! buffer, 8 bytes of index and 128 bytes the chunk exposes as extra
+//! headroom. A chunk is those 128 bytes followed by the buffer, so a
+//! received packet starts 256 bytes into its chunk. A packet sent with more
+//! than 128 bytes prepended (it starts inside the private area) is moved to
+//! the buffer's start first; the ESP engine prepends at most 72.
+
+use crate::{Desc, IoDrops, PacketIo, PortStats, MAX_FRAME, MIN_HEADROOM, MIN_TAILROOM};
+use sluice_dpdk_sys as sys;
+use std::ffi::CString;
+use std::sync::{Arc, OnceLock};
+
+/// Bytes of the private area used for the mbuf's index.
+const INDEX: usize = 8;
+/// Headroom the PMDs leave (`RTE_PKTMBUF_HEADROOM` in Debian's build).
+const PMD_HEADROOM: usize = 128;
+/// Extra headroom in the private area, in front of the buffer.
+const EXTRA: usize = MIN_HEADROOM - PMD_HEADROOM;
+/// The buffer: PMD headroom, a frame, tailroom, rounded up.
+const DATA_ROOM: usize = (PMD_HEADROOM + MAX_FRAME + MIN_TAILROOM + 255) & !255;
+/// Largest burst one call moves.
+const BURST: usize = 64;
+
+static EAL: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Starts DPDK's EAL with these arguments (as on a DPDK command line,
+/// without the program name), once per process: later calls return the
+/// first call's result. Example for tests: `--in-memory --no-huge -m 256
+/// --no-pci --vdev=net_ring0`.
+pub fn init(args: &[String]) -> Result<(), String> {
+    EAL.get_or_init(|| {
+        let mut owned: Vec<CString> = Vec::with_capacity(args.len() + 1);
+        owned.push(CString::new("sluice-dp").map_err(|e| e.to_string())?);
+        for a in args {
+            owned.push(CString::new(a.as_str()).map_err(|e| format!("EAL argument {a:?}: {e}"))?);
+        }
+        let mut argv: Vec<*mut std::os::raw::c_char> =
+            owned.iter().map(|c| c.as_ptr().cast_mut()).collect();
+        let argc = i32::try_from(argv.len()).map_err(|e| e.to_string())?;
+        // SAFETY: argv points at NUL-terminated strings that outlive the
+        // call (`owned`); the EAL may permute argv's pointers, not the
+        // strings. Called once per process (OnceLock).
+        let r = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
+        if r < 0 {
+            return Err(format!(
+                "rte_eal_init({}): {}",
+                args.join(" "),
+                last_error()
+            ));
+        }
+        Ok(())
+    })
+    .clone()
+}
+
+/// Whether hugepages are available (a hugetlbfs mount and free pages):
+/// without them the EAL is started with `--no-huge`.
+pub fn hugepages_available() -> bool {
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+        })
+        .unwrap_or(false);
+    let free = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("HugePages_Free:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    mounted && free > 0
+}
+
+fn last_error() -> String {
+    // SAFETY: rte_errno is thread-local; rte_strerror returns a pointer to
+    // a static or thread-local string valid until the next call.
+    unsafe {
+        let e = sys::sluice_errno();
+        let s = sys::rte_strerror(e);
+        if s.is_null() {
+            format!("DPDK error {e}")
+        } else {
+            std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// Makes the calling thread an EAL thread (mempool caches work per lcore);
+/// harmless when it is one already.
+pub fn register_thread() {
+    // SAFETY: no preconditions; registering twice is a no-op.
+    unsafe {
+        sys::rte_thread_register();
+    }
+}
+
+/// A packet mempool with indexed mbufs.
+pub struct Pool {
+    mp: *mut sys::rte_mempool,
+    mbufs: Vec<*mut sys::rte_mbuf>,
+    /// Each mbuf's chunk (start of the extra headroom, length): fixed for
+    /// the pool's life, so the fast path reads them here, not through FFI.
+    chunks: Vec<(*mut u8, usize)>,
+    /// Offset of the private area (the index) from the mbuf's address.
+    priv_off: usize,
+}
+
+// SAFETY: a DPDK mempool is made for concurrent use from several threads
+// (lock-free rings, per-lcore caches); the index table is never written
+// after construction.
+unsafe impl Send for Pool {}
+// SAFETY: as above.
+unsafe impl Sync for Pool {}
+
+unsafe extern "C" fn index_mbuf(
+    _mp: *mut sys::rte_mempool,
+    opaque: *mut std::os::raw::c_void,
+    obj: *mut std::os::raw::c_void,
+    idx: std::os::raw::c_uint,
+) {
+    // SAFETY: called by rte_mempool_obj_iter for each object of a packet
+    // mempool (an rte_mbuf with a private area of at least INDEX bytes);
+    // `opaque` is the Vec that Pool::new passed, alive during the call.
+    unsafe {
+        let table = &mut *opaque.cast::<Vec<*mut sys::rte_mbuf>>();
+        let m = obj.cast::<sys::rte_mbuf>();
+        let priv_ = sys::sluice_mbuf_priv(m).cast::<u64>();
+        priv_.write_unaligned(u64::from(idx));
+        if let Some(slot) = table.get_mut(idx as usize) {
+            *slot = m;
+        }
+    }
+}
+
+impl Pool {
+    /// `n` mbufs on NUMA socket `socket` (-1: any), with a per-lcore cache.
+    pub fn new(name: &str, n: u32, socket: i32) -> Result<Arc<Pool>, String> {
+        init_done()?;
+        let cname = CString::new(name).map_err(|e| e.to_string())?;
+        // SAFETY: the EAL is initialised; the arguments are plain values
+        // and a NUL-terminated name.
+        let mp = unsafe {
+            sys::rte_pktmbuf_pool_create(
+                cname.as_ptr(),
+                n,
+                256.min(n / 4),
+                (INDEX + EXTRA) as u16,
+                DATA_ROOM as u16,
+                socket,
+            )
+        };
+        if mp.is_null() {
+            return Err(format!("mempool {name} ({n} mbufs): {}", last_error()));
+        }
+        let mut table: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); n as usize];
+        // SAFETY: mp is a packet mempool just created (no mbuf handed out
+        // yet); the callback writes each mbuf's private area and the table.
+        let seen = unsafe {
+            sys::rte_mempool_obj_iter(mp, Some(index_mbuf), (&mut table as *mut Vec<_>).cast())
+        };
+        if seen != n || table.iter().any(|m| m.is_null()) {
+            // SAFETY: mp is ours and unused.
+            unsafe { sys::rte_mempool_free(mp) };
+            return Err(format!("mempool {name}: indexed {seen} of {n} mbufs"));
+        }
+        let chunks = table
+            .iter()
+            .map(|&m| {
+                let mut len = 0u16;
+                // SAFETY: m is an mbuf of the new pool; buf_addr and
+                // buf_len never change for a direct mbuf of our own.
+                let buf = unsafe { sys::sluice_mbuf_buf(m, &mut len) }.cast::<u8>();
+                (buf.wrapping_sub(EXTRA), EXTRA + usize::from(len))
+            })
+            .collect();
+        // SAFETY: as above; the private area's place is the same in every
+        // mbuf of a pool.
+        let priv_off = unsafe { sys::sluice_mbuf_priv(table[0]) } as usize - table[0] as usize;
+        Ok(Arc::new(Pool {
+            mp,
+            mbufs: table,
+            chunks,
+            priv_off,
+        }))
+    }
+
+    /// Mbufs in the pool (not handed out), caches included.
+    pub fn available(&self) -> u32 {
+        // SAFETY: mp is a live mempool.
+        unsafe { sys::rte_mempool_avail_count(self.mp) }
+    }
+
+    /// Mbufs in all.
+    pub fn size(&self) -> usize {
+        self.mbufs.len()
+    }
+
+    fn raw(&self) -> *mut sys::rte_mempool {
+        self.mp
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: no DpdkIo holds the pool any more (they hold an Arc) and
+        // ports using it must be stopped by their owner first; a pool of a
+        // port still running is leaked rather than freed (see Port).
+        unsafe { sys::rte_mempool_free(self.mp) };
+    }
+}
+
+fn init_done() -> Result<(), String> {
+    match EAL.get() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("the DPDK EAL is not initialised (sluice_io::dpdk::init)".into()),
+    }
+}
+
+/// A started ethdev port.
+pub struct Port {
+    id: u16,
+    name: String,
+    queues: u16,
+    // Received packets land in this pool: it lives as long as the port.
+    _pool: Arc<Pool>,
+}
+
+impl Port {
+    /// The port named `name` (a vdev such as `net_ring0`, or a PCI
+    /// address), with `queues` RX and TX queues receiving into `pool`,
+    /// promiscuous, started.
+    pub fn start(name: &str, queues: u16, pool: &Arc<Pool>) -> Result<Port, String> {
+        init_done()?;
+        let cname = CString::new(name).map_err(|e| e.to_string())?;
+        let mut id = 0u16;
+        // SAFETY: EAL initialised; cname is NUL-terminated; id is writable.
+        if unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } != 0 {
+            return Err(format!(
+                "no DPDK port {name:?} (is its --vdev or PCI device given?)"
+            ));
+        }
+        let conf = sys::rte_eth_conf::default();
+        // SAFETY: id names a probed port; conf is a zeroed (default)
+        // configuration that outlives the call.
+        let r = unsafe { sys::rte_eth_dev_configure(id, queues, queues, &conf) };
+        if r != 0 {
+            return Err(format!("{name}: configure {queues} queue(s): error {r}"));
+        }
+        // SAFETY: plain query.
+        let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+        let socket = u32::try_from(socket).unwrap_or(0);
+        for q in 0..queues {
+            // SAFETY: the port is configured with `queues` queues; null
+            // queue configurations select the driver's defaults; the pool
+            // outlives the port (the Port holds it).
+            let r = unsafe {
+                sys::rte_eth_rx_queue_setup(id, q, 1024, socket, std::ptr::null(), pool.raw())
+            };
+            if r != 0 {
+                return Err(format!("{name}: RX queue {q}: error {r}"));
+            }
+            // SAFETY: as above.
+            let r = unsafe { sys::rte_eth_tx_queue_setup(id, q, 1024, socket, std::ptr::null()) };
+            if r != 0 {
+                return Err(format!("{name}: TX queue {q}: error {r}"));
+            }
+        }
+        // SAFETY: configured port.
+        let r = unsafe { sys::rte_eth_dev_start(id) };
+        if r != 0 {
+            return Err(format!("{name}: start: error {r}"));
+        }
+        // SAFETY: started port; failure (unsupported) is harmless.
+        unsafe { sys::rte_eth_promiscuous_enable(id) };
+        Ok(Port {
+            id,
+            name: name.to_string(),
+            queues,
+            _pool: pool.clone(),
+        })
+    }
+
+    /// The ethdev port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queues configured.
+    pub fn queues(&self) -> u16 {
+        self.queues
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        let mut a = sys::rte_ether_addr::default();
+        // SAFETY: a is writable; the port exists.
+        unsafe { sys::rte_eth_macaddr_get(self.id, &mut a) };
+        a.addr_bytes
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // SAFETY: the port was started by us; stopping it returns the mbufs
+        // its queues hold to the pool before the pool can go.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+        }
+    }
+}
+
+/// One worker's queue on each of its ports.
+pub struct DpdkIo {
+    pool: Arc<Pool>,
+    /// (port id, queue) per port index.
+    ports: Vec<(u16, u16)>,
+    /// Per mbuf index: handed out by this instance (the caller's).
+    owned: Vec<bool>,
+    stats: Vec<PortStats>,
+    scratch: [*mut sys::rte_mbuf; BURST],
+}
+
+impl DpdkIo {
+    /// Queue `queue` of each port, mbufs from `pool`. Call it on the worker
+    /// thread (it registers the thread with the EAL; a DpdkIo is not Send).
+    pub fn new(pool: &Arc<Pool>, ports: &[&Port], queue: u16) -> Result<DpdkIo, String> {
+        init_done()?;
+        if let Some(p) = ports.iter().find(|p| queue >= p.queues) {
+            return Err(format!("{}: no queue {queue}", p.name));
+        }
+        register_thread();
+        Ok(DpdkIo {
+            pool: pool.clone(),
+            ports: ports.iter().map(|p| (p.id, queue)).collect(),
+            owned: vec![false; pool.size()],
+            stats: vec![PortStats::default(); ports.len()],
+            scratch: [std::ptr::null_mut(); BURST],
+        })
+    }
+
+    /// The mbuf of `d` if the caller owns it.
+    fn mbuf(&self, d: Desc) -> Option<*mut sys::rte_mbuf> {
+        let i = usize::try_from(d.addr).ok()?;
+        if *self.owned.get(i)? {
+            self.pool.mbufs.get(i).copied()
+        } else {
+            None
+        }
+    }
+
+    fn index_of(&self, m: *mut sys::rte_mbuf) -> usize {
+        // SAFETY: m is an mbuf of a pool made by Pool::new, whose private
+        // area (at priv_off) starts with the index.
+        unsafe {
+            m.cast::<u8>()
+                .add(self.pool.priv_off)
+                .cast::<u64>()
+                .read_unaligned() as usize
+        }
+    }
+
+    /// The chunk of the mbuf with index `i`: the extra headroom, then the
+    /// buffer.
+    ///
+    /// # Safety
+    /// `i` names one of this pool's mbufs, owned by the caller of this
+    /// instance (not in the NIC's or another worker's hands), and no other
+    /// reference to its chunk exists.
+    unsafe fn chunk_of<'a>(&self, i: usize) -> &'a mut [u8] {
+        match self.pool.chunks.get(i) {
+            // SAFETY: per the function's contract; the chunk lies in the
+            // pool's memory, alive as long as self holds the pool.
+            Some(&(p, len)) => unsafe { std::slice::from_raw_parts_mut(p, len) },
+            None => &mut [],
+        }
+    }
+}
+
+impl PacketIo for DpdkIo {
+    fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    fn chunk_size(&self) -> usize {
+        EXTRA + DATA_ROOM
+    }
+
+    fn rx_burst(&mut self, port: usize, out: &mut [Desc]) -> usize {
+        let Some(&(id, q)) = self.ports.get(port) else {
+            return 0;
+        };
+        let want = out.len().min(BURST) as u16;
+        // SAFETY: scratch has room for BURST pointers; the port and queue
+        // were set up by Port::start.
+        let n = unsafe { sys::sluice_rx_burst(id, q, self.scratch.as_mut_ptr(), want) };
+        let mut k = 0;
+        for &m in self.scratch.iter().take(usize::from(n)) {
+            let (mut off, mut len, mut segs) = (0u16, 0u16, 0u16);
+            // SAFETY: m was just received: a valid mbuf now ours.
+            unsafe { sys::sluice_mbuf_pkt(m, &mut off, &mut len, &mut segs) };
+            let i = self.index_of(m);
+            if segs != 1 || i >= self.owned.len() || self.pool.mbufs[i] != m {
+                // Chained (jumbo) or foreign: dropped.
+                // SAFETY: ours to free.
+                unsafe { sys::sluice_pktmbuf_free(m) };
+                continue;
+            }
+            let mut off = usize::from(off);
+            if off < PMD_HEADROOM {
+                // Less headroom than the contract promises (a loopback PMD
+                // hands back the mbuf as it was sent): move the packet up.
+                // SAFETY: m (index i) is ours: just received, not yet
+                // handed out.
+                let c = unsafe { self.chunk_of(i) };
+                let to = EXTRA + PMD_HEADROOM;
+                if to + usize::from(len) + MIN_TAILROOM > c.len() {
+                    // SAFETY: ours to free.
+                    unsafe { sys::sluice_pktmbuf_free(m) };
+                    continue;
+                }
+                c.copy_within(EXTRA + off..EXTRA + off + usize::from(len), to);
+                // SAFETY: ours; the packet now sits at PMD_HEADROOM.
+                unsafe { sys::sluice_mbuf_reset_to(m, PMD_HEADROOM as u16, len) };
+                off = PMD_HEADROOM;
+            }
+            self.owned[i] = true;
+            if let Some(o) = out.get_mut(k) {
+                *o = Desc {
+                    addr: i as u64,
+                    off: (EXTRA + off) as u32,
+                    len: u32::from(len),
+                };
+                k += 1;
+            }
+            if let Some(s) = self.stats.get_mut(port) {
+                s.rx_packets += 1;
+                s.rx_bytes += u64::from(len);
+            }
+        }
+        k
+    }
+
+    fn tx_burst(&mut self, port: usize, pkts: &[Desc]) -> usize {
+        let Some(&(id, q)) = self.ports.get(port) else {
+            return 0;
+        };
+        let mut k = 0usize;
+        let mut bytes = 0u64;
+        for d in pkts.iter().take(BURST) {
+            let Some(m) = self.mbuf(*d) else { break };
+            let (off, len) = (d.off as usize, d.len as usize);
+            let chunk_len = self.pool.chunks.get(d.addr as usize).map_or(0, |c| c.1);
+            if len == 0 || off + len > chunk_len {
+                break;
+            }
+            let data_off = if off >= EXTRA {
+                off - EXTRA
+            } else {
+                // Starts in the private area: move it to the buffer's start.
+                // SAFETY: m is owned by the caller; no other view exists
+                // while &mut self is held.
+                let c = unsafe { self.chunk_of(d.addr as usize) };
+                if EXTRA + len > c.len() {
+                    break;
+                }
+                c.copy_within(off..off + len, EXTRA);
+                0
+            };
+            // SAFETY: owned mbuf; offset and length fit its buffer.
+            unsafe { sys::sluice_mbuf_reset_to(m, data_off as u16, len as u16) };
+            self.scratch[k] = m;
+            k += 1;
+            bytes += len as u64;
+        }
+        if k == 0 {
+            return 0;
+        }
+        // SAFETY: scratch[..k] are valid single-segment mbufs the caller
+        // handed over; the PMD takes a prefix and frees them when sent.
+        let sent = usize::from(unsafe {
+            sys::sluice_tx_burst(id, q, self.scratch.as_mut_ptr(), k as u16)
+        });
+        for (d, _) in pkts.iter().zip(0..sent) {
+            if let Some(o) = self.owned.get_mut(d.addr as usize) {
+                *o = false;
+            }
+        }
+        if let Some(s) = self.stats.get_mut(port) {
+            s.tx_packets += sent as u64;
+            if sent == k {
+                s.tx_bytes += bytes;
+            } else {
+                s.tx_bytes += pkts
+                    .iter()
+                    .take(sent)
+                    .map(|d| u64::from(d.len))
+                    .sum::<u64>();
+                s.tx_ring_full += (k - sent) as u64;
+            }
+        }
+        sent
+    }
+
+    fn free(&mut self, pkts: &[Desc]) {
+        for d in pkts {
+            if let Some(m) = self.mbuf(*d) {
+                self.owned[d.addr as usize] = false;
+                // SAFETY: owned by the caller until now; not referenced
+                // again (owned cleared).
+                unsafe { sys::sluice_pktmbuf_free(m) };
+            }
+        }
+    }
+
+    fn alloc(&mut self) -> Option<Desc> {
+        // SAFETY: the pool is live.
+        let m = unsafe { sys::sluice_pktmbuf_alloc(self.pool.raw()) };
+        if m.is_null() {
+            for s in &mut self.stats {
+                s.rx_no_buffer += 1;
+            }
+            return None;
+        }
+        let i = self.index_of(m);
+        if self.pool.mbufs.get(i) != Some(&m) {
+            // SAFETY: allocated just now.
+            unsafe { sys::sluice_pktmbuf_free(m) };
+            return None;
+        }
+        self.owned[i] = true;
+        Some(Desc {
+            addr: i as u64,
+            off: MIN_HEADROOM as u32,
+            len: 0,
+        })
+    }
+
+    fn chunk_mut(&mut self, d: Desc) -> &mut [u8] {
+        match self.mbuf(d) {
+            // SAFETY: owned by the caller; &mut self makes this the only
+            // view handed out.
+            Some(_) => unsafe { self.chunk_of(d.addr as usize) },
+            None => &mut [],
+        }
+    }
+
+    fn chunks_mut<'a>(&'a mut self, ds: &[Desc], out: &mut [Option<&'a mut [u8]>]) {
+        for (i, (d, o)) in ds.iter().zip(out.iter_mut()).enumerate() {
+            let dup = ds[..i].iter().any(|e| e.addr == d.addr);
+            *o = match self.mbuf(*d) {
+                // SAFETY: owned by the caller and distinct from every
+                // other chunk handed out in this call (dup check); all are
+                // tied to the &'a mut self borrow.
+                Some(_) if !dup => Some(unsafe { self.chunk_of(d.addr as usize) }),
+                _ => None,
+            };
+        }
+    }
+
+    fn service(&mut self) {
+        // DPDK PMDs reap TX completions inside tx_burst and refill RX
+        // inside rx_burst: nothing to do per loop.
+    }
+
+    fn stats(&self, port: usize) -> PortStats {
+        self.stats.get(port).copied().unwrap_or_default()
+    }
+
+    fn io_drops(&self, port: usize) -> IoDrops {
+        let Some(&(id, _)) = self.ports.get(port) else {
+            return IoDrops::default();
+        };
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: s is writable; the port exists.
+        if unsafe { sys::rte_eth_stats_get(id, &mut s) } != 0 {
+            return IoDrops::default();
+        }
+        IoDrops {
+            rx_dropped: s.ierrors,
+            rx_ring_full: s.imissed,
+            rx_fill_empty: s.rx_nombuf,
+            tx_invalid: s.oerrors,
+        }
+    }
+}
+
+impl Drop for DpdkIo {
+    fn drop(&mut self) {
+        for (i, o) in self.owned.iter_mut().enumerate() {
+            if *o {
+                *o = false;
+                if let Some(&m) = self.pool.mbufs.get(i) {
+                    // SAFETY: handed out by us and never returned: ours to
+                    // free, once.
+                    unsafe { sys::sluice_pktmbuf_free(m) };
+                }
+            }
+        }
+    }
+}
