@@ -32,6 +32,9 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
+pub mod soft;
+pub use soft::classify;
+
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/steer_classes.rs"));
 }
@@ -457,6 +460,22 @@ impl Steering {
             IpAddr::V6(v6) => self.local_v6()?.insert(v6.octets(), 1, 0)?,
         }
         Ok(())
+    }
+
+    /// Whether `addr` is one of the local addresses (a map lookup).
+    pub fn is_local_addr(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(v4) => self
+                .ebpf
+                .map(MAP_LOCAL_V4)
+                .and_then(|m| HashMap::<&MapData, [u8; 4], u8>::try_from(m).ok())
+                .is_some_and(|m| m.get(&v4.octets(), 0).is_ok()),
+            IpAddr::V6(v6) => self
+                .ebpf
+                .map(MAP_LOCAL_V6)
+                .and_then(|m| HashMap::<&MapData, [u8; 16], u8>::try_from(m).ok())
+                .is_some_and(|m| m.get(&v6.octets(), 0).is_ok()),
+        }
     }
 
     /// Removes `addr` from the local addresses; `Ok` also when it was not there.

@@ -823,3 +823,88 @@ fn real_xsk_turns_redirect_classes_into_xdp_redirect() {
         before[Class::NoSocketPass.index()]
     );
 }
+
+/// The software classifier (DPDK ports) against the real program over
+/// mutated frames: bytes overwritten, frames cut, for both roles; the class
+/// must be the same every time.
+#[test]
+fn software_classifier_agrees_on_mutated_frames() {
+    let Some(mut s) = loaded(Role::Outside) else {
+        return;
+    };
+    let mut ike4500 = vec![0, 0, 0, 0];
+    ike4500.extend_from_slice(&IKE_PAYLOAD);
+    let mut corpus: Vec<Vec<u8>> = Vec::new();
+    for fam in BOTH {
+        for dst in [fam.local(), fam.transit()] {
+            corpus.push(ip(dst, 50, &ESP_PAYLOAD));
+            corpus.push(ip(dst, 17, &udp(4500, 4500, &ESP_PAYLOAD)));
+            corpus.push(ip(dst, 17, &udp(4500, 4500, &ike4500)));
+            corpus.push(ip(dst, 17, &udp(4500, 4500, &[0xff])));
+            corpus.push(ip(dst, 17, &udp(500, 500, &IKE_PAYLOAD)));
+            let (proto, echo) = fam.icmp();
+            corpus.push(ip(dst, proto, &echo));
+        }
+    }
+    corpus.push(eth(
+        ETH_UNICAST,
+        0x86dd,
+        &ipv6(PEER6, LOCAL6, 0, &ext(60, 1, &ext(50, 0, &ESP_PAYLOAD))),
+    ));
+    corpus.push(eth(
+        ETH_UNICAST,
+        0x86dd,
+        &ipv6(PEER6, LOCAL6, 44, &frag6(50, 8, true, &ESP_PAYLOAD)),
+    ));
+    corpus.push(eth(ETH_BROADCAST, 0x0806, &[0; 28]));
+    corpus.push(eth(
+        ETH_UNICAST,
+        0x8100,
+        &vlan(7, 0x0800, &ipv4(PEER4, LOCAL4, 50, 0, &ESP_PAYLOAD)),
+    ));
+    // xorshift64*: reproducible, no dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut checked = 0;
+    for round in 0..3000 {
+        if round == 1500 {
+            s.set_role(Role::Inside).unwrap();
+        }
+        let base = &corpus[(next() as usize) % corpus.len()];
+        let mut frame = base.clone();
+        for _ in 0..1 + next() % 3 {
+            // Mostly the headers, where the decisions are.
+            let at = (next() as usize) % frame.len().min(80);
+            frame[at] = match next() % 4 {
+                0 => 0,
+                1 => 0xff,
+                _ => next() as u8,
+            };
+        }
+        if next() % 4 == 0 {
+            let keep = 14 + (next() as usize) % (frame.len() - 13);
+            frame.truncate(keep);
+        }
+        let before = s.counters().unwrap();
+        s.test_run(&frame).unwrap();
+        let after = s.counters().unwrap();
+        let moved: Vec<Class> = Class::ALL
+            .into_iter()
+            .filter(|c| *c != Class::NoSocketPass && after[c.index()] != before[c.index()])
+            .collect();
+        assert_eq!(moved.len(), 1, "round {round}: {moved:?} for {frame:02x?}");
+        let soft = sluice_ebpf::classify(&frame, s.role(), |a| s.is_local_addr(a));
+        assert_eq!(
+            soft, moved[0],
+            "round {round}: software {soft:?}, XDP {:?} for {frame:02x?}",
+            moved[0]
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3000);
+}

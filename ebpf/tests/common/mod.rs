@@ -38,6 +38,12 @@ pub fn expect(s: &Steering, what: &str, frame: &[u8], verdict: Verdict, moved: &
         .unwrap_or_else(|e| panic!("{what}: test run: {e:?}"));
     let after = s.counters().unwrap();
     assert_eq!(got, verdict, "{what}: verdict");
+    // The software twin (DPDK ports) must decide the same.
+    let class = moved.iter().find(|c| **c != Class::NoSocketPass);
+    if let Some(class) = class {
+        let soft = sluice_ebpf::classify(frame, s.role(), |a| s.is_local_addr(a));
+        assert_eq!(soft, *class, "{what}: software classifier");
+    }
     for class in Class::ALL {
         let want = u64::from(moved.contains(&class));
         let delta = after[class.index()] - before[class.index()];
