@@ -75,6 +75,7 @@ fn main() {
         .allowlist_function("rte_eth_dev_socket_id")
         .allowlist_function("rte_eth_promiscuous_enable")
         .allowlist_function("rte_eth_macaddr_get")
+        .allowlist_function("rte_eth_dev_default_mac_addr_set")
         .allowlist_function("rte_eth_stats_get")
         .allowlist_function("rte_eth_dev_set_mtu")
         .allowlist_type("rte_eth_conf")

@@ -6,6 +6,10 @@
 # under it), SLUICED and DP (the release binaries), PIDS=() and calls cleanup on exit.
 # strongswan_up: <ns>A strongSwan site -- <ns>B Sluice (ext0 198.18.0.2, in0 198.19.2.1)
 # -- <ns>H host 198.19.2.2. two_up: hA -- sA -- sB -- hB, IPv4 and IPv6 inside.
+# BACKEND=dpdk runs sluice-dp on DPDK ports (net_af_packet on the same veths, see
+# dp_start); the default is AF_XDP.
+BACKEND=${BACKEND:-afxdp}
+case $BACKEND in afxdp|dpdk) ;; *) echo "BACKEND=$BACKEND: afxdp or dpdk" >&2; exit 2 ;; esac
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
@@ -49,6 +53,62 @@ EOT
   # Daemon-wide sections ([api], [metrics]) after the connection.
   [ -n "${DAEMON_EXTRA:-}" ] && printf '\n%s\n' "$DAEMON_EXTRA" >> "$f"
   return 0
+}
+# sluice-dp on ext0 and in0 of namespace $1, log $2, SA table $3, further options after.
+# BACKEND=dpdk: the veths become DPDK ports through net_af_packet (renamed ext0p and
+# in0p, and silenced for the kernel: no addresses, IPv6 off, everything dropped at
+# ingress after the packet socket has its copy), as a NIC bound to vfio-pci would
+# vanish from the kernel; sluice-dp's TAPs take the names ext0 and in0, and the veths'
+# addresses and routes move to them, where sluiced and the kernel's ARP/ND find them.
+dp_start() {
+  local n=$1 log=$2 table=$3 q=1 i; shift 3
+  if [ "$BACKEND" != dpdk ]; then
+    start_bg "$n" "$log" "$DP" --outside ext0 --inside in0 --sa-table "$table" "$@"
+    return 0
+  fi
+  local args=("$@")
+  for ((i = 0; i < ${#args[@]} - 1; i++)); do [ "${args[i]}" = --workers ] && q=${args[i + 1]}; done
+  dpdk_takeover "$n" ext0 in0 || return 1
+  local from
+  from=$(cat "$log" 2>/dev/null | wc -l)
+  start_bg "$n" "$log" "$DP" --io dpdk --sa-table "$table" \
+    --eal "--no-pci --no-telemetry --file-prefix=$n --vdev=net_af_packet0,iface=ext0p,qpairs=$q,framecnt=4096 --vdev=net_af_packet1,iface=in0p,qpairs=$q,framecnt=4096" \
+    --outside net_af_packet0 --inside net_af_packet1 --outside-tap ext0 --inside-tap in0 "$@"
+  local pid=$LAST
+  dpdk_restore "$n" "$log" "$from" ext0 in0 || return 1
+  LAST=$pid
+}
+dpdk_takeover() { # ns if...: the first time, save the interfaces' set-up and silence them
+  local n=$1 f=$W/dpdk-$1.sh i v; shift
+  [ -f "$f" ] && return 0
+  : > "$f"
+  for i in "$@"; do
+    ip -n "$n" -o link show "$i" | sed -n "s/.* mtu \([0-9]*\) .*/ip -n $n link set $i mtu \1/p" >> "$f"
+    ip -n "$n" -o -4 addr show dev "$i" scope global | awk -v n="$n" -v i="$i" '{print "ip -n " n " addr add " $4 " dev " i}' >> "$f"
+    ip -n "$n" -o -6 addr show dev "$i" scope global | awk -v n="$n" -v i="$i" '{print "ip -n " n " addr add " $4 " dev " i " nodad"}' >> "$f"
+    ip -n "$n" -4 route show dev "$i" | grep -v 'proto kernel' | sed "s|^|ip -n $n route add |; s|\$| dev $i|" >> "$f"
+    ip -n "$n" -6 route show dev "$i" | grep -v 'proto kernel' | grep -Ev '^(fe80|ff00|multicast)' | sed "s|^|ip -n $n -6 route add |; s|\$| dev $i|" >> "$f"
+    ip -n "$n" link set "$i" down && ip -n "$n" addr flush dev "$i" && ip -n "$n" link set "$i" name "${i}p" || return 1
+    x "$n" sysctl -qw "net.ipv6.conf.${i}p.disable_ipv6=1" "net.ipv4.conf.${i}p.rp_filter=1" "net.ipv4.conf.${i}p.arp_ignore=8"
+    tc -n "$n" qdisc add dev "${i}p" clsact 2>/dev/null &&
+      tc -n "$n" filter add dev "${i}p" ingress matchall action drop 2>/dev/null
+    ip -n "$n" link set "${i}p" up
+  done
+  # The packet socket copies frames as the wire has them: checksums a sender left to
+  # "hardware" would reach the TAP unfinished. Every veth of the run finishes its own.
+  for v in $(ip netns list | awk '{print $1}' | grep "^$NS"); do
+    for i in $(ip -n "$v" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1); do
+      x "$v" ethtool -K "$i" tx off > /dev/null 2>&1
+    done
+  done
+}
+dpdk_restore() { # ns log lines-before if...: once sluice-dp's TAPs are up, the saved set-up
+  local n=$1 log=$2 from=$3 i; shift 3
+  # sluice-dp logs its ports once the TAPs have their ports' MAC addresses.
+  for _ in $(seq 150); do tail -n +$((from + 1)) "$log" 2>/dev/null | grep -q 'with TAP' && break; sleep 0.1; done
+  tail -n +$((from + 1)) "$log" 2>/dev/null | grep -q 'with TAP' || { echo "    sluice-dp made no TAPs:"; tail -5 "$log"; return 1; }
+  for i in "$@"; do ip -n "$n" link set "$i" up || return 1; done
+  bash "$W/dpdk-$n.sh"
 }
 start_bg() { # ns log cmd...
   local n=$1 log=$2; shift 2
@@ -104,9 +164,10 @@ strongswan_up() { # start_action
   rm -rf "$W"; mkdir -p "$W/run"
   sluiced_conf "$W/sluiced.toml" site-a 198.18.0.2 198.18.0.1 b.psw.test a.psw.test "$1" "$SW_TABLE" \
     198.19.2.0/24 198.19.1.0/24
+  # The data plane first: with DPDK, the addresses sluiced binds live on its TAPs.
+  dp_start $B "$W/dp.log" "$SW_TABLE" --stats 1 || return 1; DPPID=$LAST
   start_bg $B "$W/sluiced.log" "$SLUICED" --config "$W/sluiced.toml"; SLPID=$LAST
   wait_for 5 "$W/sluiced.log" 'listening.*4500' || return 1
-  start_bg $B "$W/dp.log" "$DP" --outside ext0 --inside in0 --sa-table "$SW_TABLE" --stats 1; DPPID=$LAST
   wait_for 5 "$W/dp.log" 'worker(s)' || return 1
   CLIENT=$H
 }
@@ -142,11 +203,14 @@ two_up() { # queues per veth
     198.19.2.0/24 198.19.1.0/24 2001:db8:2::/64 2001:db8:1::/64
   CONN_EXTRA=${CONN_EXTRA_A:-} REKEY_TIME=${REKEY_A:-3600} sluiced_conf "$W/a.toml" site-b 198.18.0.1 198.18.0.2 a.psw.test b.psw.test "${START_A:-initiate}" "$W/a/sa-table" \
     198.19.1.0/24 198.19.2.0/24 2001:db8:1::/64 2001:db8:2::/64
+  # The data planes first: with DPDK, the addresses sluiced binds live on their TAPs.
+  # shellcheck disable=SC2086 # DP_EXTRA is a list of options
+  dp_start $sB "$W/dpb.log" "$W/b/sa-table" --stats 1 --workers "$q" ${DP_EXTRA:-} || return 1
   start_bg $sB "$W/b.log" "$SLUICED" --config "$W/b.toml"
   wait_for 5 "$W/b.log" 'listening.*4500' || return 1
-  start_bg $sB "$W/dpb.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/b/sa-table" --stats 1 --workers "$q" ${DP_EXTRA:-}
+  # shellcheck disable=SC2086
+  dp_start $sA "$W/dpa.log" "$W/a/sa-table" --stats 1 --workers "$q" ${DP_EXTRA:-} || return 1
   start_bg $sA "$W/a.log" "$SLUICED" --config "$W/a.toml"
-  start_bg $sA "$W/dpa.log" "$DP" --outside ext0 --inside in0 --sa-table "$W/a/sa-table" --stats 1 --workers "$q" ${DP_EXTRA:-}
   if [ "${START_A:-initiate}" = initiate ]; then
     for _ in $(seq 100); do [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] && break; sleep 0.1; done
     [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] || { echo "    appliance A: $(grep -c 'CHILD_SA installed' "$W/a.log") CHILD SAs"; return 1; }

@@ -34,8 +34,19 @@ const INDEX: usize = 8;
 const PMD_HEADROOM: usize = 128;
 /// Extra headroom in the private area, in front of the buffer.
 const EXTRA: usize = MIN_HEADROOM - PMD_HEADROOM;
-/// The buffer: PMD headroom, a frame, tailroom, rounded up.
-const DATA_ROOM: usize = (PMD_HEADROOM + MAX_FRAME + MIN_TAILROOM + 255) & !255;
+/// The buffer: PMD headroom, then room for a frame and its tailroom, at
+/// least DPDK's default 2048 bytes (`RTE_MBUF_DEFAULT_DATAROOM`: drivers
+/// size their receive buffers by it, net_af_packet's 2048-byte ring frames
+/// need it).
+const DATA_ROOM: usize = PMD_HEADROOM + max(2048, (MAX_FRAME + MIN_TAILROOM + 63) & !63);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 /// Largest burst one call moves.
 const BURST: usize = 64;
 
@@ -251,6 +262,18 @@ impl Port {
     /// address), with `queues` RX and TX queues receiving into `pool`,
     /// promiscuous, started.
     pub fn start(name: &str, queues: u16, pool: &Arc<Pool>) -> Result<Port, String> {
+        Port::start_with_mac(name, queues, pool, None)
+    }
+
+    /// Like [`Port::start`], giving the port MAC address `mac` first (a
+    /// TAP takes its DPDK port's address, so the kernel answers ARP and ND
+    /// with the address the wire sees).
+    pub fn start_with_mac(
+        name: &str,
+        queues: u16,
+        pool: &Arc<Pool>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Port, String> {
         init_done()?;
         let cname = CString::new(name).map_err(|e| e.to_string())?;
         let mut id = 0u16;
@@ -284,6 +307,14 @@ impl Port {
             let r = unsafe { sys::rte_eth_tx_queue_setup(id, q, 1024, socket, std::ptr::null()) };
             if r != 0 {
                 return Err(format!("{name}: TX queue {q}: error {r}"));
+            }
+        }
+        if let Some(mac) = mac {
+            let mut a = sys::rte_ether_addr { addr_bytes: mac };
+            // SAFETY: configured port; a outlives the call.
+            let r = unsafe { sys::rte_eth_dev_default_mac_addr_set(id, &mut a) };
+            if r != 0 {
+                return Err(format!("{name}: set MAC address: error {r}"));
             }
         }
         // SAFETY: configured port.

@@ -5,9 +5,13 @@
 //!           [--xdp-mode auto|native|generic] [--bind auto|copy|zero-copy]
 //!           [--no-policy forward|drop] [--backend ring|rustcrypto] [--stats SECONDS]
 //!           [--metrics ADDR:PORT]
+//! sluice-dp --io dpdk --outside PORT --inside PORT [--eal "ARGS"]
+//!           [--outside-tap NAME] [--inside-tap NAME] [...]
 //! sluice-dp show [--sa-table PATH]
 //! ```
 
+#[cfg(feature = "dpdk")]
+mod dpdk;
 mod metrics;
 
 use sluice_dp::fib::Fib;
@@ -16,6 +20,7 @@ use sluice_dp::worker::{NoPolicy, Port, PortRole, Shared, Worker};
 use sluice_ebpf::{AttachMode, Class, Role, Steering};
 use sluice_esp::{Backend, DropReason};
 use sluice_io::afxdp::{AfXdp, AfXdpConfig, BindMode, PortSpec};
+use sluice_io::PacketIo;
 use sluice_sa_table::{DpEvent, Reader, MAX_WORKERS};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -27,7 +32,20 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_TABLE: &str = "/dev/shm/sluice/sa-table";
 
+/// Packet I/O backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    AfXdp,
+    Dpdk,
+}
+
 struct Opts {
+    io: Io,
+    /// DPDK EAL arguments (`--io dpdk`).
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    eal: Vec<String>,
+    /// Kernel interfaces (TAPs) of the DPDK ports (`--io dpdk`).
+    taps: [String; 2],
     outside: String,
     inside: String,
     table: PathBuf,
@@ -62,6 +80,10 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         "--acquire-socket",
         "--fragment",
         "--metrics",
+        "--io",
+        "--eal",
+        "--outside-tap",
+        "--inside-tap",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -70,7 +92,32 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         }
         i += 2;
     }
+    let io = match arg(args, "--io").as_deref() {
+        None | Some("afxdp") => Io::AfXdp,
+        Some("dpdk") if cfg!(feature = "dpdk") => Io::Dpdk,
+        Some("dpdk") => {
+            return Err("--io dpdk: this sluice-dp was built without DPDK support \
+                 (build it with the `dpdk` feature, which needs libdpdk-dev)"
+                .into())
+        }
+        Some(x) => return Err(format!("--io {x}: afxdp or dpdk")),
+    };
+    if io == Io::AfXdp {
+        for dpdk_only in ["--eal", "--outside-tap", "--inside-tap"] {
+            if args.iter().any(|a| a == dpdk_only) {
+                return Err(format!("{dpdk_only} is for --io dpdk"));
+            }
+        }
+    }
     Ok(Opts {
+        io,
+        eal: arg(args, "--eal")
+            .map(|e| e.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
+        taps: [
+            arg(args, "--outside-tap").unwrap_or_else(|| "sluice-out".into()),
+            arg(args, "--inside-tap").unwrap_or_else(|| "sluice-in".into()),
+        ],
         outside: arg(args, "--outside").ok_or("--outside IF is required")?,
         inside: arg(args, "--inside").ok_or("--inside IF is required")?,
         table: arg(args, "--sa-table").map_or_else(|| PathBuf::from(DEFAULT_TABLE), PathBuf::from),
@@ -201,24 +248,111 @@ fn show(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// How frames are split between the kernel and the workers.
+enum Steer {
+    /// The XDP program on each interface (AF_XDP), outside then inside.
+    Xdp(Box<[Steering; 2]>),
+    /// The workers themselves (DPDK), counting in [`Shared::steered`].
+    Soft,
+}
+
+impl Steer {
+    /// Packets per class, outside then inside.
+    fn counters(&self, shared: &Shared) -> [Option<[u64; Class::COUNT]>; 2] {
+        match self {
+            Steer::Xdp(s) => [s[0].counters().ok(), s[1].counters().ok()],
+            Steer::Soft => std::array::from_fn(|r| {
+                Some(
+                    shared.steered[r]
+                        .each_ref()
+                        .map(|c| c.load(Ordering::Relaxed)),
+                )
+            }),
+        }
+    }
+}
+
+/// Starts worker `w` on a thread of its own, pinned to `core`, over the
+/// backend `make_io` opens there.
+#[allow(clippy::too_many_arguments)]
+fn spawn_worker<I: PacketIo + 'static>(
+    w: usize,
+    workers: usize,
+    core: Option<core_affinity::CoreId>,
+    reader: Arc<Reader>,
+    shared: Arc<Shared>,
+    ports: Vec<Port>,
+    make_io: impl FnOnce() -> Result<I, String> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(format!("sluice-dp-w{w}"))
+        .spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            let io = match make_io() {
+                Ok(io) => io,
+                Err(e) => {
+                    log(format!("worker {w}: {e}"));
+                    shared.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            match reader.register_thread() {
+                Ok(t) => Worker::new(w, workers, io, ports, t, shared).run(),
+                Err(e) => log(format!("worker {w}: SA table: {e}")),
+            }
+        })
+        .map_err(|e| e.to_string())
+}
+
 fn run(o: Opts) -> Result<(), String> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
+    // The cores to pin workers to, before the EAL pins this thread.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // DPDK first: its TAPs are the interfaces the kernel (and sluiced)
+    // use, and they must exist before addresses can be put on them.
+    #[cfg(feature = "dpdk")]
+    let dpdk = match o.io {
+        Io::Dpdk => {
+            let workers = o.workers.unwrap_or(1);
+            let d = dpdk::start(
+                [o.outside.clone(), o.inside.clone()],
+                o.taps.clone(),
+                &o.eal,
+                u16::try_from(workers).map_err(|e| e.to_string())?,
+            )?;
+            log(d.describe());
+            Some(Arc::new(d))
+        }
+        Io::AfXdp => None,
+    };
+    // The kernel interfaces: the AF_XDP ones, or the DPDK ports' TAPs.
+    let (out_name, in_name) = match o.io {
+        Io::AfXdp => (o.outside.clone(), o.inside.clone()),
+        Io::Dpdk => (o.taps[0].clone(), o.taps[1].clone()),
+    };
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let tables = nl.tables().map_err(|e| format!("netlink dump: {e}"))?;
     let fib = Fib::new(&tables);
     let out_if = fib
-        .link_by_name(&o.outside)
-        .ok_or(format!("no interface {}", o.outside))?
+        .link_by_name(&out_name)
+        .ok_or(format!("no interface {out_name}"))?
         .clone();
     let in_if = fib
-        .link_by_name(&o.inside)
-        .ok_or(format!("no interface {}", o.inside))?
+        .link_by_name(&in_name)
+        .ok_or(format!("no interface {in_name}"))?
         .clone();
-    let queues = rx_queues(&o.outside).min(rx_queues(&o.inside));
-    let workers = o.workers.unwrap_or(queues).min(queues).min(MAX_WORKERS);
+    let workers = match o.io {
+        Io::AfXdp => {
+            let queues = rx_queues(&o.outside).min(rx_queues(&o.inside));
+            o.workers.unwrap_or(queues).min(queues).min(MAX_WORKERS)
+        }
+        Io::Dpdk => o.workers.unwrap_or(1),
+    };
 
     // The SA table: sluiced creates it; wait for it.
     let mut waited = false;
@@ -241,84 +375,109 @@ fn run(o: Opts) -> Result<(), String> {
         }
     };
     log(format!("SA table {} attached", o.table.display()));
-
-    let mut steer_out = Steering::load(Role::Outside).map_err(|e| format!("XDP load: {e}"))?;
-    let mut steer_in = Steering::load(Role::Inside).map_err(|e| format!("XDP load: {e}"))?;
-    let mut local: HashSet<IpAddr> = fib.local_addrs().copied().collect();
-    for a in &local {
-        for s in [&mut steer_out, &mut steer_in] {
-            s.add_local_addr(*a)
-                .map_err(|e| format!("XDP local address {a}: {e}"))?;
-        }
-    }
-
-    let cfg = AfXdpConfig {
-        bind: o.bind,
-        ..AfXdpConfig::default()
+    // Addresses may have come while we waited (on DPDK they are put on the
+    // TAPs after those appear): start from the current state.
+    let fib = match nl.tables() {
+        Ok(t) => Fib::new(&t),
+        Err(_) => fib,
     };
-    let mut ios = Vec::new();
-    for q in 0..workers as u32 {
-        let io = AfXdp::open(
-            &[
-                PortSpec::new(o.outside.clone(), q),
-                PortSpec::new(o.inside.clone(), q),
-            ],
-            &cfg,
-        )
-        .map_err(|e| format!("AF_XDP queue {q}: {e}"))?;
-        for (port, s) in [(0, &mut steer_out), (1, &mut steer_in)] {
-            let fd = io.fd(port).ok_or("AF_XDP socket missing")?;
-            s.set_xsk(q, fd)
-                .map_err(|e| format!("XSKMAP queue {q}: {e}"))?;
-        }
-        ios.push(io);
-    }
-    let mode_out = steer_out
-        .attach(&o.outside, o.xdp)
-        .map_err(|e| format!("XDP attach {}: {e}", o.outside))?;
-    let mode_in = steer_in
-        .attach(&o.inside, o.xdp)
-        .map_err(|e| format!("XDP attach {}: {e}", o.inside))?;
-    log(format!(
-        "outside {} (XDP {mode_out:?}), inside {} (XDP {mode_in:?}), {workers} worker(s), AF_XDP {:?}",
-        o.outside,
-        o.inside,
-        ios.first().map(|i| i.mode())
-    ));
 
     let mut shared = Shared::new(workers, fib, o.no_policy, o.backend);
     shared.fragment = o.fragment;
     let shared = Arc::new(shared);
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let core = |w: usize| (!cores.is_empty()).then(|| cores[w % cores.len()]);
     let mut handles = Vec::new();
-    for (w, io) in ios.into_iter().enumerate() {
-        let reader = reader.clone();
-        let shared = shared.clone();
-        let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
-        let ports = vec![
-            Port {
-                role: PortRole::Outside,
-                ifindex: out_if.index,
-            },
-            Port {
-                role: PortRole::Inside,
-                ifindex: in_if.index,
-            },
-        ];
-        let h = std::thread::Builder::new()
-            .name(format!("sluice-dp-w{w}"))
-            .spawn(move || {
-                if let Some(c) = core {
-                    core_affinity::set_for_current(c);
+    let mut local: HashSet<IpAddr> = shared.fib.load().local_addrs().copied().collect();
+    let mut steer = match o.io {
+        Io::AfXdp => {
+            let mut steer_out =
+                Steering::load(Role::Outside).map_err(|e| format!("XDP load: {e}"))?;
+            let mut steer_in =
+                Steering::load(Role::Inside).map_err(|e| format!("XDP load: {e}"))?;
+            for a in &local {
+                for s in [&mut steer_out, &mut steer_in] {
+                    s.add_local_addr(*a)
+                        .map_err(|e| format!("XDP local address {a}: {e}"))?;
                 }
-                match reader.register_thread() {
-                    Ok(t) => Worker::new(w, workers, io, ports, t, shared).run(),
-                    Err(e) => log(format!("worker {w}: SA table: {e}")),
+            }
+            let cfg = AfXdpConfig {
+                bind: o.bind,
+                ..AfXdpConfig::default()
+            };
+            let mut ios = Vec::new();
+            for q in 0..workers as u32 {
+                let io = AfXdp::open(
+                    &[
+                        PortSpec::new(o.outside.clone(), q),
+                        PortSpec::new(o.inside.clone(), q),
+                    ],
+                    &cfg,
+                )
+                .map_err(|e| format!("AF_XDP queue {q}: {e}"))?;
+                for (port, s) in [(0, &mut steer_out), (1, &mut steer_in)] {
+                    let fd = io.fd(port).ok_or("AF_XDP socket missing")?;
+                    s.set_xsk(q, fd)
+                        .map_err(|e| format!("XSKMAP queue {q}: {e}"))?;
                 }
-            })
-            .map_err(|e| e.to_string())?;
-        handles.push(h);
-    }
+                ios.push(io);
+            }
+            let mode_out = steer_out
+                .attach(&o.outside, o.xdp)
+                .map_err(|e| format!("XDP attach {}: {e}", o.outside))?;
+            let mode_in = steer_in
+                .attach(&o.inside, o.xdp)
+                .map_err(|e| format!("XDP attach {}: {e}", o.inside))?;
+            log(format!(
+                "outside {} (XDP {mode_out:?}), inside {} (XDP {mode_in:?}), {workers} worker(s), AF_XDP {:?}",
+                o.outside,
+                o.inside,
+                ios.first().map(|i| i.mode())
+            ));
+            for (w, io) in ios.into_iter().enumerate() {
+                let ports = vec![
+                    Port::new(PortRole::Outside, out_if.index),
+                    Port::new(PortRole::Inside, in_if.index),
+                ];
+                handles.push(spawn_worker(
+                    w,
+                    workers,
+                    core(w),
+                    reader.clone(),
+                    shared.clone(),
+                    ports,
+                    move || Ok(io),
+                )?);
+            }
+            Steer::Xdp(Box::new([steer_out, steer_in]))
+        }
+        Io::Dpdk => {
+            #[cfg(feature = "dpdk")]
+            if let Some(d) = &dpdk {
+                for w in 0..workers {
+                    let d = d.clone();
+                    let q = u16::try_from(w).map_err(|e| e.to_string())?;
+                    handles.push(spawn_worker(
+                        w,
+                        workers,
+                        core(w),
+                        reader.clone(),
+                        shared.clone(),
+                        dpdk::Dpdk::worker_ports([out_if.index, in_if.index]),
+                        move || d.io(q),
+                    )?);
+                }
+                log(format!(
+                    "{} DPDK port(s) started, {workers} worker(s), steering in software",
+                    d.names.len()
+                ));
+            }
+            Steer::Soft
+        }
+    };
+    let ifnames = match o.io {
+        Io::AfXdp => [o.outside.clone(), o.inside.clone()],
+        Io::Dpdk => o.taps.clone(),
+    };
 
     // Control loop: forwarding state, neighbour resolution, statistics.
     let probe = UdpSocket::bind("0.0.0.0:0").ok();
@@ -339,7 +498,7 @@ fn run(o: Opts) -> Result<(), String> {
         log(format!("metrics on http://{addr}/metrics"));
     }
     let mut last_metrics = Instant::now() - Duration::from_secs(1);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         let now = Instant::now();
         while let Some(via) = shared.resolve.pop() {
@@ -375,14 +534,16 @@ fn run(o: Opts) -> Result<(), String> {
                 Ok(t) => {
                     let fib = Fib::new(&t);
                     let now_local: HashSet<IpAddr> = fib.local_addrs().copied().collect();
-                    for a in now_local.difference(&local) {
-                        for s in [&mut steer_out, &mut steer_in] {
-                            let _ = s.add_local_addr(*a);
+                    if let Steer::Xdp(s) = &mut steer {
+                        for a in now_local.difference(&local) {
+                            for s in s.iter_mut() {
+                                let _ = s.add_local_addr(*a);
+                            }
                         }
-                    }
-                    for a in local.difference(&now_local) {
-                        for s in [&mut steer_out, &mut steer_in] {
-                            let _ = s.remove_local_addr(*a);
+                        for a in local.difference(&now_local) {
+                            for s in s.iter_mut() {
+                                let _ = s.remove_local_addr(*a);
+                            }
                         }
                     }
                     local = now_local;
@@ -396,17 +557,15 @@ fn run(o: Opts) -> Result<(), String> {
         if o.metrics.is_some() && now.duration_since(last_metrics) >= Duration::from_secs(1) {
             last_metrics = now;
             let mut samples = Vec::new();
-            for (ifname, role, s) in [
-                (o.outside.as_str(), "outside", &steer_out),
-                (o.inside.as_str(), "inside", &steer_in),
-            ] {
-                if let Ok(c) = s.counters() {
+            let counters = steer.counters(&shared);
+            for ((ifname, role), c) in ifnames.iter().zip(["outside", "inside"]).zip(counters) {
+                if let Some(c) = c {
                     for k in Class::ALL {
                         let action = match k.action() {
                             sluice_ebpf::Action::Pass => "pass",
                             sluice_ebpf::Action::Redirect => "redirect",
                         };
-                        samples.push((ifname, role, k.name(), action, c[k.index()]));
+                        samples.push((ifname.as_str(), role, k.name(), action, c[k.index()]));
                     }
                 }
             }
@@ -418,7 +577,7 @@ fn run(o: Opts) -> Result<(), String> {
         if let Some(every) = o.stats {
             if now.duration_since(last_stats) >= every {
                 last_stats = now;
-                print_stats(&reader, workers, &steer_out, &steer_in);
+                print_stats(&reader, workers, steer.counters(&shared));
             }
         }
     }
@@ -427,14 +586,20 @@ fn run(o: Opts) -> Result<(), String> {
     for h in handles {
         let _ = h.join();
     }
-    print_stats(&reader, workers, &steer_out, &steer_in);
-    let _ = steer_out.detach();
-    let _ = steer_in.detach();
-    log("XDP detached, sockets closed");
+    print_stats(&reader, workers, steer.counters(&shared));
+    match &mut steer {
+        Steer::Xdp(s) => {
+            for s in s.iter_mut() {
+                let _ = s.detach();
+            }
+            log("XDP detached, sockets closed");
+        }
+        Steer::Soft => log("DPDK ports stopped"),
+    }
     Ok(())
 }
 
-fn print_stats(reader: &Reader, workers: usize, out: &Steering, inside: &Steering) {
+fn print_stats(reader: &Reader, workers: usize, steered: [Option<[u64; Class::COUNT]>; 2]) {
     let mut line = String::new();
     for w in 0..workers {
         if let Some(c) = reader.worker_counters(w) {
@@ -449,8 +614,8 @@ fn print_stats(reader: &Reader, workers: usize, out: &Steering, inside: &Steerin
             ));
         }
     }
-    for (name, s) in [("outside", out), ("inside", inside)] {
-        if let Ok(c) = s.counters() {
+    for (name, c) in ["outside", "inside"].into_iter().zip(steered) {
+        if let Some(c) = c {
             let parts: Vec<String> = Class::ALL
                 .iter()
                 .filter(|k| c[k.index()] > 0)

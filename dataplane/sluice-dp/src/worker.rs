@@ -19,6 +19,7 @@ use crate::pkt::{self, ETH_HDR};
 use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
 use crossbeam_queue::ArrayQueue;
+use sluice_ebpf::{Action, Class, Role};
 use sluice_esp::wire::{checksum_add, checksum_finish};
 use sluice_esp::{
     decap_burst, encap_burst, parse_esp, Algorithm, Backend, Cipher, DecapItem, DropReason,
@@ -30,7 +31,7 @@ use sluice_sa_table::{
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,10 @@ pub enum PortRole {
     Outside,
     /// Towards the protected networks: traffic to protect arrives here.
     Inside,
+    /// The kernel's side of the port at this index (a TAP): what the kernel
+    /// sends here (IKE, ARP, ND, its own traffic) leaves by that port as it
+    /// is. Used where no XDP program splits the traffic (DPDK ports).
+    Exception(usize),
 }
 
 /// One of the worker's ports.
@@ -57,8 +62,30 @@ pub enum PortRole {
 pub struct Port {
     /// Role.
     pub role: PortRole,
-    /// Kernel interface index (to match routes' output interfaces).
+    /// Kernel interface index (to match routes' output interfaces); for a
+    /// DPDK port, that of its TAP, where the kernel routes to it.
     pub ifindex: u32,
+    /// Software steering: set on ports no XDP program sees (DPDK), to the
+    /// index of their [`PortRole::Exception`] port. Received frames are
+    /// classified as the XDP program would ([`sluice_ebpf::classify`]) and
+    /// those it passes to the kernel go there.
+    pub exception: Option<usize>,
+}
+
+impl Port {
+    /// A port that an XDP program steers (AF_XDP).
+    pub fn new(role: PortRole, ifindex: u32) -> Port {
+        Port {
+            role,
+            ifindex,
+            exception: None,
+        }
+    }
+
+    /// Whether routes can point at it (not an exception port).
+    fn routable(&self, ifindex: u32) -> bool {
+        self.ifindex == ifindex && !matches!(self.role, PortRole::Exception(_))
+    }
 }
 
 /// Traffic on an inside port that matches no policy.
@@ -101,6 +128,9 @@ pub struct Shared {
     pub fragment: bool,
     /// Crypto backend for the key schedules.
     pub backend: Backend,
+    /// Software steering's packets per class ([`Class::index`]), outside
+    /// ports then inside ports: the XDP program's counters for DPDK ports.
+    pub steered: [[AtomicU64; Class::COUNT]; 2],
 }
 
 impl Shared {
@@ -125,6 +155,7 @@ impl Shared {
             no_policy,
             backend,
             fragment: true,
+            steered: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -183,7 +214,7 @@ impl<const N: usize> Leaving<N> {
             let _ = self.lost.try_push(d);
             return false;
         };
-        let Some(port) = ports.iter().position(|p| p.ifindex == hop.oif) else {
+        let Some(port) = ports.iter().position(|p| p.routable(hop.oif)) else {
             self.ev[DpEvent::NoRoute as usize] += 1;
             let _ = self.lost.try_push(d);
             return false;
@@ -238,6 +269,8 @@ pub struct Worker<I: PacketIo> {
     /// Last cumulative I/O drops read per port (to add the differences).
     io_seen: Vec<IoDrops>,
     io_read: Instant,
+    /// Software steering's counts not yet added to [`Shared::steered`].
+    steered: [[u64; Class::COUNT]; 2],
 }
 
 /// Per-SA totals of one burst.
@@ -334,6 +367,7 @@ impl<I: PacketIo> Worker<I> {
             loops: 0,
             io_seen: vec![IoDrops::default(); MAX_PORTS],
             io_read: Instant::now(),
+            steered: [[0; Class::COUNT]; 2],
         }
     }
 
@@ -359,6 +393,7 @@ impl<I: PacketIo> Worker<I> {
         }
         // The last figures, so a stopped data plane's counters are complete.
         self.read_io_drops();
+        self.flush_steered();
         if let Some(c) = self.t.worker_counters(self.id) {
             c.add(&self.snap);
         }
@@ -404,11 +439,22 @@ impl<I: PacketIo> Worker<I> {
             busy = true;
             self.snap.rx_packets += n as u64;
             self.snap.rx_bytes += descs[..n].iter().map(|d| u64::from(d.len)).sum::<u64>();
-            match self.ports.get(p).map(|x| x.role) {
-                Some(PortRole::Outside) => self.inbound(&descs[..n], &fib),
-                Some(PortRole::Inside) => self.outbound(&descs[..n], &fib),
-                None => self.io.free(&descs[..n]),
+            let Some(port) = self.ports.get(p).copied() else {
+                self.io.free(&descs[..n]);
+                continue;
+            };
+            let n = match port.exception {
+                Some(to) => self.steer(port.role, to, &mut descs[..n], &fib),
+                None => n,
+            };
+            match port.role {
+                PortRole::Outside => self.inbound(&descs[..n], &fib),
+                PortRole::Inside => self.outbound(&descs[..n], &fib),
+                PortRole::Exception(to) => self.send_as_is(to, &descs[..n]),
             }
+        }
+        if busy {
+            self.flush_steered();
         }
         if busy {
             self.snap.bursts += 1;
@@ -432,6 +478,64 @@ impl<I: PacketIo> Worker<I> {
         }
         self.t.quiescent();
         busy
+    }
+
+    /// Software steering of a burst received on a port of `role`: what the
+    /// XDP program would pass to the kernel is sent to exception port `to`;
+    /// the rest is moved to the front of `descs`, and its length returned.
+    fn steer(&mut self, role: PortRole, to: usize, descs: &mut [Desc], fib: &Fib) -> usize {
+        let (xrole, tally) = match role {
+            PortRole::Outside => (Role::Outside, 0),
+            PortRole::Inside => (Role::Inside, 1),
+            PortRole::Exception(_) => return descs.len(),
+        };
+        let mut kernel: ArrayVec<Desc, BURST> = ArrayVec::new();
+        let mut keep = 0;
+        for i in 0..descs.len() {
+            let d = descs[i];
+            let (at, len) = (d.off as usize, d.len as usize);
+            let class = match self.io.chunk_mut(d).get(at..at + len) {
+                Some(frame) => sluice_ebpf::classify(frame, xrole, |a| fib.is_local(a)),
+                None => Class::PassMalformed,
+            };
+            if let Some(c) = self.steered[tally].get_mut(class.index()) {
+                *c += 1;
+            }
+            if class.action() == Action::Redirect {
+                descs[keep] = d;
+                keep += 1;
+            } else if kernel.try_push(d).is_err() {
+                self.io.free(&[d]);
+            }
+        }
+        self.send_as_is(to, &kernel);
+        keep
+    }
+
+    /// Sends frames unchanged on `port` (the exception path), freeing what
+    /// the ring did not take.
+    fn send_as_is(&mut self, port: usize, descs: &[Desc]) {
+        if descs.is_empty() {
+            return;
+        }
+        let sent = self.io.tx_burst(port, descs);
+        self.snap.tx_packets += sent as u64;
+        self.snap.tx_bytes += descs[..sent].iter().map(|d| u64::from(d.len)).sum::<u64>();
+        if sent < descs.len() {
+            self.event(DpEvent::TxFull, (descs.len() - sent) as u64);
+            self.io.free(&descs[sent..]);
+        }
+    }
+
+    fn flush_steered(&mut self) {
+        for (mine, shared) in self.steered.iter_mut().zip(self.shared.steered.iter()) {
+            for (n, total) in mine.iter_mut().zip(shared.iter()) {
+                if *n > 0 {
+                    total.fetch_add(*n, Ordering::Relaxed);
+                    *n = 0;
+                }
+            }
+        }
     }
 
     /// Adds what the kernel dropped below us since the last read.
@@ -489,7 +593,7 @@ impl<I: PacketIo> Worker<I> {
     }
 
     fn port_of(&self, ifindex: u32) -> Option<usize> {
-        self.ports.iter().position(|p| p.ifindex == ifindex)
+        self.ports.iter().position(|p| p.routable(ifindex))
     }
 
     /// Asks for `via` to be resolved (once the queue has room).

@@ -7,6 +7,7 @@
 use sluice_dp::fib::Fib;
 use sluice_dp::netlink::{Addr, Link, Neighbour, Route, Tables};
 use sluice_dp::worker::{NoPolicy, Port, PortRole, Shared, Worker};
+use sluice_ebpf::Class;
 use sluice_esp::wire::{checksum_add, checksum_finish};
 use sluice_esp::{Backend, DropReason};
 use sluice_io::mem::MemIo;
@@ -15,6 +16,7 @@ use sluice_sa_table::{
 };
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const OUT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
@@ -137,14 +139,8 @@ fn worker(t: &Table, shared: &Arc<Shared>, id: usize, workers: usize) -> (Worker
     let r = Reader::attach(&t.path).unwrap();
     let th = r.register_thread().unwrap();
     let ports = vec![
-        Port {
-            role: PortRole::Outside,
-            ifindex: 2,
-        },
-        Port {
-            role: PortRole::Inside,
-            ifindex: 3,
-        },
+        Port::new(PortRole::Outside, 2),
+        Port::new(PortRole::Inside, 3),
     ];
     (
         Worker::new(id, workers, MemIo::new(2, 64), ports, th, shared.clone()),
@@ -387,4 +383,79 @@ fn oversize_without_df_is_fragmented_before_encryption() {
     }
     assert_eq!(drops(&r, 0, DropReason::NoTailroom), 0);
     assert_eq!(wk.io_mut().free_chunks(), free0);
+}
+
+/// DPDK ports: no XDP program, so the worker steers. What the program would
+/// pass to the kernel (ARP, IKE, local traffic) goes to the port's exception
+/// (TAP) port unchanged, the rest is processed; what the kernel sends on a
+/// TAP leaves by its port unchanged; the classes are counted.
+#[test]
+fn software_steering_sends_kernel_traffic_through_the_exception_ports() {
+    let (t, _w) = table("steer");
+    let sh = shared(1, 1500, NoPolicy::Drop);
+    let r = Reader::attach(&t.path).unwrap();
+    let th = r.register_thread().unwrap();
+    let ports = vec![
+        Port {
+            exception: Some(2),
+            ..Port::new(PortRole::Outside, 2)
+        },
+        Port {
+            exception: Some(3),
+            ..Port::new(PortRole::Inside, 3)
+        },
+        Port::new(PortRole::Exception(0), 0),
+        Port::new(PortRole::Exception(1), 0),
+    ];
+    let mut wk = Worker::new(0, 1, MemIo::new(4, 64), ports, th, sh.clone());
+    let free0 = wk.io_mut().free_chunks();
+
+    // Outside: ARP and IKE to the kernel, ESP to us processed (unknown SPI).
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&PEER_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.resize(60, 0);
+    let mut ike = frame("198.18.0.2", 100, false);
+    ike[14 + 22..14 + 24].copy_from_slice(&500u16.to_be_bytes());
+    let mut esp = frame("198.18.0.2", 100, false);
+    esp[14 + 9] = 50;
+    esp[14 + 10..14 + 12].fill(0);
+    let c = checksum_finish(checksum_add(0, &esp[14..34]));
+    esp[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    esp[14 + 20..14 + 24].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+    for f in [&arp, &ike, &esp] {
+        assert!(wk.io_mut().inject(0, f));
+    }
+    assert!(wk.poll());
+    assert_eq!(wk.io_mut().take_tx(2), vec![arp.clone(), ike.clone()]);
+    assert_eq!(drops(&r, 0, DropReason::NoSa), 1, "ESP went to the engine");
+
+    // Inside: transit is protected, a ping to the gateway goes to the kernel.
+    let transit = frame("198.19.1.5", 200, true);
+    let mut to_gw = frame("198.19.2.1", 84, true);
+    to_gw[14 + 9] = 1;
+    assert!(wk.io_mut().inject(1, &transit));
+    assert!(wk.io_mut().inject(1, &to_gw));
+    wk.poll();
+    let out = wk.io_mut().take_tx(0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0][14 + 9], 50, "transit left as ESP");
+    assert_eq!(wk.io_mut().take_tx(3), vec![to_gw.clone()]);
+
+    // From the kernel: out by the TAP's port, as it is.
+    assert!(wk.io_mut().inject(2, &ike));
+    assert!(wk.io_mut().inject(3, &arp));
+    wk.poll();
+    assert_eq!(wk.io_mut().take_tx(0), vec![ike.clone()]);
+    assert_eq!(wk.io_mut().take_tx(1), vec![arp.clone()]);
+
+    let n = |role: usize, c: Class| sh.steered[role][c.index()].load(Ordering::Relaxed);
+    assert_eq!(n(0, Class::PassArp), 1);
+    assert_eq!(n(0, Class::PassIke), 1);
+    assert_eq!(n(0, Class::RedirectEsp), 1);
+    assert_eq!(n(1, Class::RedirectTransit), 1);
+    assert_eq!(n(1, Class::PassLocalOther), 1);
+    let total: u64 = (0..2).flat_map(|r| Class::ALL.map(|c| n(r, c))).sum();
+    assert_eq!(total, 5, "the exception ports' traffic is not classified");
+    assert_eq!(wk.io_mut().free_chunks(), free0, "no chunk leaked");
 }
