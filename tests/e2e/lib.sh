@@ -81,18 +81,31 @@ dp_start() {
 dpdk_takeover() { # ns if...: the first time, save the interfaces' set-up and silence them
   local n=$1 f=$W/dpdk-$1.sh i v; shift
   [ -f "$f" ] && return 0
-  : > "$f"
+  # Addresses first (routes may name them as src), then routes: the flags `ip route
+  # show` adds (linkdown, dead, expires N) are not for `ip route add`; multipath
+  # routes (nexthop lines) do not occur in these topologies and are not carried over.
+  {
+    for i in "$@"; do
+      ip -n "$n" -o link show "$i" | sed -n "s/.* mtu \([0-9]*\) .*/ip -n $n link set $i mtu \1/p"
+      ip -n "$n" -o -4 addr show dev "$i" scope global | awk -v n="$n" -v i="$i" '{print "ip -n " n " addr add " $4 " dev " i}'
+      ip -n "$n" -o -6 addr show dev "$i" scope global | awk -v n="$n" -v i="$i" '{print "ip -n " n " addr add " $4 " dev " i " nodad"}'
+    done
+    for i in "$@"; do
+      for fam in -4 -6; do
+        ip -n "$n" $fam route show dev "$i" | grep -v 'proto kernel' | grep -Ev '^(fe80|ff00|multicast)|nexthop' |
+          sed -E 's/ (linkdown|dead)//g; s/ expires [0-9]+sec//' | sed "s|^|ip -n $n $fam route add |; s|\$| dev $i|" ||
+          true # (no such routes: grep found nothing)
+      done
+    done
+  } > "$f.new" || return 1
   for i in "$@"; do
-    ip -n "$n" -o link show "$i" | sed -n "s/.* mtu \([0-9]*\) .*/ip -n $n link set $i mtu \1/p" >> "$f"
-    ip -n "$n" -o -4 addr show dev "$i" scope global | awk -v n="$n" -v i="$i" '{print "ip -n " n " addr add " $4 " dev " i}' >> "$f"
-    ip -n "$n" -o -6 addr show dev "$i" scope global | awk -v n="$n" -v i="$i" '{print "ip -n " n " addr add " $4 " dev " i " nodad"}' >> "$f"
-    ip -n "$n" -4 route show dev "$i" | grep -v 'proto kernel' | sed "s|^|ip -n $n route add |; s|\$| dev $i|" >> "$f"
-    ip -n "$n" -6 route show dev "$i" | grep -v 'proto kernel' | grep -Ev '^(fe80|ff00|multicast)' | sed "s|^|ip -n $n -6 route add |; s|\$| dev $i|" >> "$f"
     ip -n "$n" link set "$i" down && ip -n "$n" addr flush dev "$i" && ip -n "$n" link set "$i" name "${i}p" || return 1
-    x "$n" sysctl -qw "net.ipv6.conf.${i}p.disable_ipv6=1" "net.ipv4.conf.${i}p.rp_filter=1" "net.ipv4.conf.${i}p.arp_ignore=8"
+    x "$n" sysctl -qw "net.ipv6.conf.${i}p.disable_ipv6=1" "net.ipv4.conf.${i}p.rp_filter=1" "net.ipv4.conf.${i}p.arp_ignore=8" || return 1
+    # Where the kernel has tc actions, drop everything at ingress too (the packet
+    # socket has its copy by then); the sysctls above suffice without.
     tc -n "$n" qdisc add dev "${i}p" clsact 2>/dev/null &&
       tc -n "$n" filter add dev "${i}p" ingress matchall action drop 2>/dev/null
-    ip -n "$n" link set "${i}p" up
+    ip -n "$n" link set "${i}p" up || return 1
   done
   # The packet socket copies frames as the wire has them: checksums a sender left to
   # "hardware" would reach the TAP unfinished. Every veth of the run finishes its own.
@@ -101,6 +114,7 @@ dpdk_takeover() { # ns if...: the first time, save the interfaces' set-up and si
       x "$v" ethtool -K "$i" tx off > /dev/null 2>&1
     done
   done
+  mv "$f.new" "$f"
 }
 dpdk_restore() { # ns log lines-before if...: once sluice-dp's TAPs are up, the saved set-up
   local n=$1 log=$2 from=$3 i; shift 3
@@ -108,7 +122,7 @@ dpdk_restore() { # ns log lines-before if...: once sluice-dp's TAPs are up, the 
   for _ in $(seq 150); do tail -n +$((from + 1)) "$log" 2>/dev/null | grep -q 'with TAP' && break; sleep 0.1; done
   tail -n +$((from + 1)) "$log" 2>/dev/null | grep -q 'with TAP' || { echo "    sluice-dp made no TAPs:"; tail -5 "$log"; return 1; }
   for i in "$@"; do ip -n "$n" link set "$i" up || return 1; done
-  bash "$W/dpdk-$n.sh"
+  bash -e "$W/dpdk-$n.sh" || { echo "    restoring the set-up on sluice-dp's TAPs failed"; return 1; }
 }
 start_bg() { # ns log cmd...
   local n=$1 log=$2; shift 2

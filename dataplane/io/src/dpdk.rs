@@ -47,6 +47,19 @@ const fn max(a: usize, b: usize) -> usize {
         b
     }
 }
+/// `RTE_ETH_RSS_*` flow types hashed with several queues: IPv4 and IPv6,
+/// fragments, TCP, UDP and other (bits 2-5, 7-11, 13 of rte_ethdev.h;
+/// bindgen does not see through its RTE_BIT64 macros).
+const RSS_IP_UDP_TCP: u64 = (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 13);
 /// Largest burst one call moves.
 const BURST: usize = 64;
 
@@ -283,9 +296,22 @@ impl Port {
                 "no DPDK port {name:?} (is its --vdev or PCI device given?)"
             ));
         }
-        let conf = sys::rte_eth_conf::default();
+        let mut conf = sys::rte_eth_conf::default();
+        if queues > 1 {
+            // Several queues: spread flows over them with RSS, on the IP
+            // addresses and UDP/TCP ports, as far as the device hashes them.
+            let mut info = sys::rte_eth_dev_info::default();
+            // SAFETY: id names a probed port; info is writable.
+            if unsafe { sys::rte_eth_dev_info_get(id, &mut info) } == 0 {
+                let hf = RSS_IP_UDP_TCP & info.flow_type_rss_offloads;
+                if hf != 0 {
+                    conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+                    conf.rx_adv_conf.rss_conf.rss_hf = hf;
+                }
+            }
+        }
         // SAFETY: id names a probed port; conf is a zeroed (default)
-        // configuration that outlives the call.
+        // configuration, RSS aside, that outlives the call.
         let r = unsafe { sys::rte_eth_dev_configure(id, queues, queues, &conf) };
         if r != 0 {
             return Err(format!("{name}: configure {queues} queue(s): error {r}"));
@@ -624,7 +650,9 @@ impl PacketIo for DpdkIo {
     }
 
     fn io_drops(&self, port: usize) -> IoDrops {
-        let Some(&(id, _)) = self.ports.get(port) else {
+        // The drop counters are the port's, not the queue's: only queue 0's
+        // worker reports them, so several workers do not add them up twice.
+        let Some(&(id, 0)) = self.ports.get(port) else {
             return IoDrops::default();
         };
         let mut s = sys::rte_eth_stats::default();

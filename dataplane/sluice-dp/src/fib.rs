@@ -125,6 +125,11 @@ impl Fib {
         self.if_addr.get(&(index, v4)).copied()
     }
 
+    /// The interface with index `index`.
+    pub fn link(&self, index: u32) -> Option<&Link> {
+        self.links.get(&index)
+    }
+
     /// The interface called `name`.
     pub fn link_by_name(&self, name: &str) -> Option<&Link> {
         self.links.values().find(|l| l.name == name)

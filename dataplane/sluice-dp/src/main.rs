@@ -102,12 +102,12 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         }
         Some(x) => return Err(format!("--io {x}: afxdp or dpdk")),
     };
-    if io == Io::AfXdp {
-        for dpdk_only in ["--eal", "--outside-tap", "--inside-tap"] {
-            if args.iter().any(|a| a == dpdk_only) {
-                return Err(format!("{dpdk_only} is for --io dpdk"));
-            }
-        }
+    let (only, not_for): (&[&str], &str) = match io {
+        Io::AfXdp => (&["--eal", "--outside-tap", "--inside-tap"], "--io afxdp"),
+        Io::Dpdk => (&["--xdp-mode", "--bind"], "--io dpdk"),
+    };
+    if let Some(o) = only.iter().find(|o| args.iter().any(|a| a == *o)) {
+        return Err(format!("{o} does not apply to {not_for}"));
     }
     Ok(Opts {
         io,
@@ -294,13 +294,18 @@ fn spawn_worker<I: PacketIo + 'static>(
                 Ok(io) => io,
                 Err(e) => {
                     log(format!("worker {w}: {e}"));
+                    shared.failed.store(true, Ordering::Relaxed);
                     shared.stop.store(true, Ordering::Relaxed);
                     return;
                 }
             };
             match reader.register_thread() {
                 Ok(t) => Worker::new(w, workers, io, ports, t, shared).run(),
-                Err(e) => log(format!("worker {w}: SA table: {e}")),
+                Err(e) => {
+                    log(format!("worker {w}: SA table: {e}"));
+                    shared.failed.store(true, Ordering::Relaxed);
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
             }
         })
         .map_err(|e| e.to_string())
@@ -595,6 +600,9 @@ fn run(o: Opts) -> Result<(), String> {
             log("XDP detached, sockets closed");
         }
         Steer::Soft => log("DPDK ports stopped"),
+    }
+    if shared.failed.load(Ordering::Relaxed) {
+        return Err("a worker could not start (above)".into());
     }
     Ok(())
 }

@@ -128,6 +128,9 @@ pub struct Shared {
     pub fragment: bool,
     /// Crypto backend for the key schedules.
     pub backend: Backend,
+    /// Set by a worker that could not start (with [`Shared::stop`]): the
+    /// process then exits with an error.
+    pub failed: AtomicBool,
     /// Software steering's packets per class ([`Class::index`]), outside
     /// ports then inside ports: the XDP program's counters for DPDK ports.
     pub steered: [[AtomicU64; Class::COUNT]; 2],
@@ -155,6 +158,7 @@ impl Shared {
             no_policy,
             backend,
             fragment: true,
+            failed: AtomicBool::new(false),
             steered: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
@@ -444,7 +448,7 @@ impl<I: PacketIo> Worker<I> {
                 continue;
             };
             let n = match port.exception {
-                Some(to) => self.steer(port.role, to, &mut descs[..n], &fib),
+                Some(to) => self.steer(port, to, &mut descs[..n], &fib),
                 None => n,
             };
             match port.role {
@@ -480,22 +484,36 @@ impl<I: PacketIo> Worker<I> {
         busy
     }
 
-    /// Software steering of a burst received on a port of `role`: what the
-    /// XDP program would pass to the kernel is sent to exception port `to`;
-    /// the rest is moved to the front of `descs`, and its length returned.
-    fn steer(&mut self, role: PortRole, to: usize, descs: &mut [Desc], fib: &Fib) -> usize {
-        let (xrole, tally) = match role {
+    /// Software steering of a burst received on `port`: what the XDP
+    /// program would pass to the kernel is sent to exception port `to`; the
+    /// rest is moved to the front of `descs`, and its length returned.
+    /// Unicast frames for another MAC address (a promiscuous port on a
+    /// shared segment) are dropped, as a NIC's filter would, and counted as
+    /// `not_for_us`.
+    fn steer(&mut self, port: Port, to: usize, descs: &mut [Desc], fib: &Fib) -> usize {
+        let (xrole, tally) = match port.role {
             PortRole::Outside => (Role::Outside, 0),
             PortRole::Inside => (Role::Inside, 1),
             PortRole::Exception(_) => return descs.len(),
         };
+        let mac = fib.link(port.ifindex).map(|l| l.mac);
         let mut kernel: ArrayVec<Desc, BURST> = ArrayVec::new();
         let mut keep = 0;
         for i in 0..descs.len() {
             let d = descs[i];
             let (at, len) = (d.off as usize, d.len as usize);
             let class = match self.io.chunk_mut(d).get(at..at + len) {
-                Some(frame) => sluice_ebpf::classify(frame, xrole, |a| fib.is_local(a)),
+                Some(frame) => {
+                    let dst = frame.get(..6);
+                    if let (Some(dst), Some(mac)) = (dst, mac) {
+                        if dst[0] & 1 == 0 && dst != mac {
+                            self.event(DpEvent::NotForUs, 1);
+                            self.io.free(&[d]);
+                            continue;
+                        }
+                    }
+                    sluice_ebpf::classify(frame, xrole, |a| fib.is_local(a))
+                }
                 None => Class::PassMalformed,
             };
             if let Some(c) = self.steered[tally].get_mut(class.index()) {

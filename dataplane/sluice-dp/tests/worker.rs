@@ -416,8 +416,10 @@ fn software_steering_sends_kernel_traffic_through_the_exception_ports() {
     arp.extend_from_slice(&[0x08, 0x06]);
     arp.resize(60, 0);
     let mut ike = frame("198.18.0.2", 100, false);
+    ike[..6].copy_from_slice(&OUT_MAC);
     ike[14 + 22..14 + 24].copy_from_slice(&500u16.to_be_bytes());
     let mut esp = frame("198.18.0.2", 100, false);
+    esp[..6].copy_from_slice(&OUT_MAC);
     esp[14 + 9] = 50;
     esp[14 + 10..14 + 12].fill(0);
     let c = checksum_finish(checksum_add(0, &esp[14..34]));
@@ -429,6 +431,15 @@ fn software_steering_sends_kernel_traffic_through_the_exception_ports() {
     assert!(wk.poll());
     assert_eq!(wk.io_mut().take_tx(2), vec![arp.clone(), ike.clone()]);
     assert_eq!(drops(&r, 0, DropReason::NoSa), 1, "ESP went to the engine");
+
+    // Unicast for another MAC (a promiscuous port): dropped, as a NIC would.
+    let mut other = esp.clone();
+    other[..6].copy_from_slice(&FAR_MAC);
+    assert!(wk.io_mut().inject(0, &other));
+    wk.poll();
+    assert!(wk.io_mut().take_tx(2).is_empty());
+    assert_eq!(event(&r, 0, DpEvent::NotForUs), 1);
+    assert_eq!(drops(&r, 0, DropReason::NoSa), 1);
 
     // Inside: transit is protected, a ping to the gateway goes to the kernel.
     let transit = frame("198.19.1.5", 200, true);

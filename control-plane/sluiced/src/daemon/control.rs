@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Instant, SystemTime};
-use tracing::{error, info, info_span};
+use tracing::{error, info, info_span, warn};
 use zeroize::Zeroizing;
 
 /// A manually keyed SA pair in the table.
@@ -524,9 +524,22 @@ impl Daemon2 {
             if self.sockets.contains_key(&a) {
                 continue;
             }
-            let s = std::net::UdpSocket::bind(a).map_err(|e| format!("bind {a}: {e}"))?;
+            let s = match std::net::UdpSocket::bind(a) {
+                Ok(s) => {
+                    info!(addr = %a, "listening");
+                    s
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    // Not configured (yet): on DPDK ports the address lives on
+                    // the data plane's TAP, which may come later. Bind anyway
+                    // (IP_FREEBIND); IKE arrives once the address exists.
+                    let s = bind_free(a).map_err(|e| format!("bind {a}: {e}"))?;
+                    warn!(addr = %a, "listening, but the address is not configured on any interface yet");
+                    s
+                }
+                Err(e) => return Err(format!("bind {a}: {e}")),
+            };
             s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            info!(addr = %a, "listening");
             self.sockets.insert(a, s);
         }
         Ok(())
@@ -1268,6 +1281,40 @@ impl Daemon2 {
             if let Some(at) = s.installed {
                 x.sample(&labels(s), now.duration_since(at).as_secs() as f64);
             }
+        }
+    }
+}
+
+/// A UDP socket bound to `a` whether or not the address exists (IP_FREEBIND).
+fn bind_free(a: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(a), Type::DGRAM, Some(Protocol::UDP))?;
+    if a.is_ipv4() {
+        s.set_freebind_v4(true)?;
+    } else {
+        s.set_only_v6(true)?;
+        s.set_freebind_v6(true)?;
+    }
+    s.bind(&a.into())?;
+    Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn sockets_bind_to_addresses_not_configured_yet() {
+        for a in ["198.18.255.254:0", "[2001:db8:ffff::fe]:0"] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            // A plain bind refuses an address no interface has...
+            assert!(
+                std::net::UdpSocket::bind(a).is_err(),
+                "{a} is configured here"
+            );
+            // ...a free bind takes it.
+            let s = super::bind_free(a).unwrap();
+            assert_eq!(s.local_addr().unwrap().ip(), a.ip());
         }
     }
 }
