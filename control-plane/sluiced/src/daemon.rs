@@ -307,11 +307,11 @@ pub(crate) fn run(file: File, conns: Vec<Resolved>) -> Result<(), String> {
     }
     let locals: Vec<IpAddr> = d.conns.iter().map(|c| c.local).collect();
     for a in locals {
-        d.bind_sockets(a)?;
+        d.bind_sockets(a, true)?;
     }
     for r in api_conns {
         let name = r.name.clone();
-        if let Err(e) = d.bind_sockets(r.local) {
+        if let Err(e) = d.bind_sockets(r.local, true) {
             error!(conn = %name, "connection from the API not loaded (kept in the state file): {e}");
             d.unloaded_conns.push(r.spec);
             continue;

@@ -383,7 +383,7 @@ impl Daemon2 {
                 self.conns[o].name, r.local, r.remote
             )));
         }
-        self.bind_sockets(r.local)
+        self.bind_sockets(r.local, false)
             .map_err(|e| ApiError::bad_request(format!("local_addr {}: {e}", r.local)))?;
         Ok(r)
     }
@@ -517,8 +517,12 @@ impl Daemon2 {
         }
     }
 
-    /// UDP 500 and 4500 on `addr`, unless bound already.
-    pub(super) fn bind_sockets(&mut self, addr: IpAddr) -> Result<(), String> {
+    /// UDP 500 and 4500 on `addr`, unless bound already. With `early` (at
+    /// start-up) an address no interface has yet is bound all the same,
+    /// with a warning: on DPDK ports it lives on the data plane's TAP,
+    /// which may come after sluiced. A connection created through the API
+    /// gets an error instead (a mistyped address is refused at once).
+    pub(super) fn bind_sockets(&mut self, addr: IpAddr, early: bool) -> Result<(), String> {
         for port in [500u16, 4500] {
             let a = SocketAddr::new(addr, port);
             if self.sockets.contains_key(&a) {
@@ -529,10 +533,9 @@ impl Daemon2 {
                     info!(addr = %a, "listening");
                     s
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-                    // Not configured (yet): on DPDK ports the address lives on
-                    // the data plane's TAP, which may come later. Bind anyway
-                    // (IP_FREEBIND); IKE arrives once the address exists.
+                Err(e) if early && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    // Not configured (yet): bind anyway (IP_FREEBIND); IKE
+                    // arrives once the address exists.
                     let s = bind_free(a).map_err(|e| format!("bind {a}: {e}"))?;
                     warn!(addr = %a, "listening, but the address is not configured on any interface yet");
                     s
