@@ -336,19 +336,20 @@ fn run(o: Opts) -> Result<(), String> {
         Io::AfXdp => None,
     };
     // The kernel interfaces: the AF_XDP ones, or the DPDK ports' TAPs.
-    let (out_name, in_name) = match o.io {
-        Io::AfXdp => (o.outside.clone(), o.inside.clone()),
-        Io::Dpdk => (o.taps[0].clone(), o.taps[1].clone()),
+    let ifnames = match o.io {
+        Io::AfXdp => [o.outside.clone(), o.inside.clone()],
+        Io::Dpdk => o.taps.clone(),
     };
+    let [out_name, in_name] = &ifnames;
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let tables = nl.tables().map_err(|e| format!("netlink dump: {e}"))?;
     let fib = Fib::new(&tables);
     let out_if = fib
-        .link_by_name(&out_name)
+        .link_by_name(out_name)
         .ok_or(format!("no interface {out_name}"))?
         .clone();
     let in_if = fib
-        .link_by_name(&in_name)
+        .link_by_name(in_name)
         .ok_or(format!("no interface {in_name}"))?
         .clone();
     let workers = match o.io {
@@ -479,11 +480,6 @@ fn run(o: Opts) -> Result<(), String> {
             Steer::Soft
         }
     };
-    let ifnames = match o.io {
-        Io::AfXdp => [o.outside.clone(), o.inside.clone()],
-        Io::Dpdk => o.taps.clone(),
-    };
-
     // Control loop: forwarding state, neighbour resolution, statistics.
     let probe = UdpSocket::bind("0.0.0.0:0").ok();
     // Acquires go to sluiced's abstract socket in this network namespace.
