@@ -1,6 +1,7 @@
 //! Tunnel-mode encapsulation and decapsulation over bursts (RFC 4303 §3).
 
 use crate::crypto::{Cipher, ICV_LEN};
+use crate::prefetch;
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::wire::{self, be16, be32, field, put16, put32};
 use crate::{BurstStats, DropReason, PacketBuf};
@@ -288,20 +289,36 @@ pub fn parse_esp(pkt: &[u8]) -> Result<EspMeta, DropReason> {
     })
 }
 
-/// Per-packet scratch carried between the passes of a burst.
+/// Per-packet scratch carried between the passes of a burst. Small (24
+/// bytes, offsets as u32) so that making an item is a few register stores.
 #[derive(Debug, Default, Clone, Copy)]
 struct Work {
     seq: u64,
     /// Absolute offset of the ESP header in the buffer.
-    esp: usize,
+    esp: u32,
     /// Absolute offset of the encrypted payload (after the IV).
-    payload: usize,
+    payload: u32,
     /// Encrypted payload length (inner + padding + 2), without ICV.
-    payload_len: usize,
+    payload_len: u32,
     tos: u8,
     df: bool,
     ecn: u8,
-    cbc_iv: [u8; 16],
+    /// Next header of the trailer (outbound).
+    nh: u8,
+}
+
+impl Work {
+    fn esp(&self) -> usize {
+        self.esp as usize
+    }
+
+    fn payload(&self) -> usize {
+        self.payload as usize
+    }
+
+    fn payload_len(&self) -> usize {
+        self.payload_len as usize
+    }
 }
 
 /// One packet of an encapsulation burst.
@@ -375,14 +392,29 @@ fn aad(spi: u32, seq: u64, esn: bool, out: &mut [u8; 12]) -> usize {
 /// what happened; the returned stats sum it up.
 pub fn encap_burst(items: &mut [EncapItem<'_>]) -> BurstStats {
     for it in items.iter_mut() {
-        it.result = encap_prepare(it);
+        it.result = encap_check(it);
     }
-    // Crypto and headers per packet: a burst of 1500-byte packets does not
-    // fit in L1, so finishing a packet right after its crypto keeps its
-    // lines hot instead of fetching them again in a third pass.
+    take_seqs(items);
+    // Headers, crypto and outer headers per packet: a burst of 1500-byte
+    // packets does not fit in L1, so finishing a packet right after its
+    // crypto keeps its lines hot instead of fetching them again.
     let mut stats = BurstStats::default();
-    for it in items.iter_mut() {
+    for k in 0..items.len() {
+        // While this packet is sealed, the next one's header and trailer
+        // lines come in (the inner header is warm from the checks).
+        if let Some(next) = items.get(k + 1) {
+            if next.result.is_ok() {
+                let (w, buf) = (next.work, &*next.pkt.buf);
+                // Outer headers (one or two lines), trailer and ICV.
+                prefetch::line(buf, w.payload().saturating_sub(next.sa.headroom()));
+                prefetch::line(buf, w.payload().saturating_sub(1));
+                prefetch::line(buf, next.pkt.head + next.pkt.len);
+                prefetch::line(buf, w.payload() + w.payload_len() + ICV_LEN - 1);
+            }
+        }
+        let Some(it) = items.get_mut(k) else { break };
         if it.result.is_ok() {
+            encap_esp_header(it);
             encap_crypto(it);
             encap_finish(it);
         }
@@ -391,7 +423,9 @@ pub fn encap_burst(items: &mut [EncapItem<'_>]) -> BurstStats {
     stats
 }
 
-fn encap_prepare(it: &mut EncapItem<'_>) -> Result<usize, DropReason> {
+/// What can refuse a packet before it costs a sequence number: inner
+/// header, head- and tailroom. Fills in the work item but its `seq`.
+fn encap_check(it: &mut EncapItem<'_>) -> Result<usize, DropReason> {
     let sa = it.sa;
     let alg = sa.cipher.algorithm();
     let len = it.pkt.len;
@@ -410,71 +444,110 @@ fn encap_prepare(it: &mut EncapItem<'_>) -> Result<usize, DropReason> {
     };
     let align = alg.pad_align();
     let pad = (align - (len + 2) % align) % align;
-    let payload_len = len + pad + 2;
     if it.pkt.headroom() < sa.headroom() {
         return Err(DropReason::NoHeadroom);
     }
     if it.pkt.tailroom() < pad + 2 + ICV_LEN {
         return Err(DropReason::NoTailroom);
     }
-    // RFC 4303 §3.3.3: never cycle; the last number stays unusable (0 is
-    // never sent, so an SA carries at most 2^32 - 1 packets without ESN).
-    let limit = sa.seq_limit();
-    let prev = it
-        .seq
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-            (s < limit).then(|| s + 1)
-        })
-        .map_err(|_| DropReason::SeqOverflow)?;
-    let seq = prev + 1;
-
-    let iv_len = alg.iv_len();
-    let payload = it.pkt.head;
-    let esp = payload - iv_len - wire::ESP_HDR;
-    let buf = &mut *it.pkt.buf;
-    let tail = payload + len;
-    for (i, b) in buf[tail..tail + pad].iter_mut().enumerate() {
-        *b = (i + 1) as u8;
-    }
-    buf[tail + pad] = pad as u8;
-    buf[tail + pad + 1] = nh;
-    put32(buf, esp, sa.spi);
-    put32(buf, esp + 4, seq as u32);
-    let mut cbc_iv = [0u8; 16];
-    if alg.is_aead() {
-        buf[esp + 8..esp + 16].copy_from_slice(&seq.to_be_bytes());
-    } else {
-        cbc_iv = sa.cipher.cbc_iv(sa.spi, seq);
-        buf[esp + 8..esp + 24].copy_from_slice(&cbc_iv);
-    }
+    // Offsets in a buffer past 4 GiB: not a packet buffer.
+    let (Ok(payload), Ok(payload_len)) = (u32::try_from(it.pkt.head), u32::try_from(len + pad + 2))
+    else {
+        return Err(DropReason::Malformed);
+    };
     it.work = Work {
-        seq,
-        esp,
+        seq: 0,
+        esp: payload - (alg.iv_len() + wire::ESP_HDR) as u32,
         payload,
         payload_len,
         tos,
         df,
         ecn: 0,
-        cbc_iv,
+        nh,
     };
     Ok(len)
+}
+
+/// Gives each packet that passed its checks the next sequence number of its
+/// SA: one atomic update per run of packets on the same counter (a burst
+/// usually is one run), not one locked instruction per packet. RFC 4303
+/// §3.3.3: the counter never cycles; packets past the last usable number
+/// are dropped as [`DropReason::SeqOverflow`].
+fn take_seqs(items: &mut [EncapItem<'_>]) {
+    let mut i = 0;
+    while i < items.len() {
+        let (counter, sa) = (items[i].seq, items[i].sa);
+        let mut end = i;
+        let mut want = 0u64;
+        while let Some(it) = items.get(end) {
+            if !core::ptr::eq(it.seq, counter) || !core::ptr::eq(it.sa, sa) {
+                break;
+            }
+            want += u64::from(it.result.is_ok());
+            end += 1;
+        }
+        let limit = sa.seq_limit();
+        let (mut next, mut left) = match want {
+            0 => (0, 0),
+            _ => match counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s < limit).then(|| s + want.min(limit - s))
+            }) {
+                Ok(prev) => (prev + 1, want.min(limit - prev)),
+                Err(_) => (0, 0),
+            },
+        };
+        for it in items[i..end].iter_mut().filter(|it| it.result.is_ok()) {
+            if left == 0 {
+                it.result = Err(DropReason::SeqOverflow);
+            } else {
+                it.work.seq = next;
+                // Wraps only past the last number, which `left` never hands out.
+                next = next.wrapping_add(1);
+                left -= 1;
+            }
+        }
+        i = end;
+    }
+}
+
+/// Trailer (padding, pad length, next header), ESP header and IV.
+fn encap_esp_header(it: &mut EncapItem<'_>) {
+    let sa = it.sa;
+    let w = &mut it.work;
+    let buf = &mut *it.pkt.buf;
+    let tail = w.payload() + it.pkt.len;
+    let pad = w.payload_len() - it.pkt.len - 2;
+    for (i, b) in buf[tail..tail + pad].iter_mut().enumerate() {
+        *b = (i + 1) as u8;
+    }
+    buf[tail + pad] = pad as u8;
+    buf[tail + pad + 1] = w.nh;
+    put32(buf, w.esp(), sa.spi);
+    put32(buf, w.esp() + 4, w.seq as u32);
+    if sa.cipher.algorithm().is_aead() {
+        buf[w.esp() + 8..w.esp() + 16].copy_from_slice(&w.seq.to_be_bytes());
+    } else {
+        let iv = sa.cipher.cbc_iv(sa.spi, w.seq);
+        buf[w.esp() + 8..w.esp() + 24].copy_from_slice(&iv);
+    }
 }
 
 fn encap_crypto(it: &mut EncapItem<'_>) {
     let sa = it.sa;
     let w = it.work;
     let buf = &mut *it.pkt.buf;
-    let end = w.payload + w.payload_len;
+    let end = w.payload() + w.payload_len();
     let icv = if sa.cipher.algorithm().is_aead() {
         let mut a = [0u8; 12];
         let n = aad(sa.spi, w.seq, sa.esn, &mut a);
         sa.cipher
-            .seal(&w.seq.to_be_bytes(), &a[..n], &mut buf[w.payload..end])
+            .seal(&w.seq.to_be_bytes(), &a[..n], &mut buf[w.payload()..end])
     } else {
-        sa.cipher.cbc_encrypt(&w.cbc_iv, &mut buf[w.payload..end]);
+        let iv = cbc_iv_at(buf, w.esp());
+        sa.cipher.cbc_encrypt(&iv, &mut buf[w.payload()..end]);
         let hi = ((w.seq >> 32) as u32).to_be_bytes();
         let esn: &[u8] = if sa.esn { &hi } else { &[] };
-        sa.cipher.mac(&[&buf[w.esp..end], esn])
+        sa.cipher.mac(&[&buf[w.esp()..end], esn])
     };
     buf[end..end + ICV_LEN].copy_from_slice(&icv);
 }
@@ -482,8 +555,8 @@ fn encap_crypto(it: &mut EncapItem<'_>) {
 fn encap_finish(it: &mut EncapItem<'_>) {
     let sa = it.sa;
     let w = it.work;
-    let esp_len = w.payload + w.payload_len + ICV_LEN - w.esp;
-    let mut start = w.esp;
+    let esp_len = w.payload() + w.payload_len() + ICV_LEN - w.esp();
+    let mut start = w.esp();
     let buf = &mut *it.pkt.buf;
     let l4_proto = if let Some(u) = sa.encap {
         start -= wire::UDP_HDR;
@@ -495,7 +568,7 @@ fn encap_finish(it: &mut EncapItem<'_>) {
     } else {
         wire::IPPROTO_ESP
     };
-    let l4_len = w.payload + w.payload_len + ICV_LEN - start;
+    let l4_len = w.payload() + w.payload_len() + ICV_LEN - start;
     match sa.tunnel {
         Tunnel::V4 { src, dst } => {
             let ip = start - wire::IPV4_HDR;
@@ -509,11 +582,23 @@ fn encap_finish(it: &mut EncapItem<'_>) {
             put16(h, field::V4_FRAG, if w.df { 0x4000 } else { 0 });
             h[field::V4_TTL] = sa.ttl;
             h[field::V4_PROTO] = l4_proto;
-            put16(h, field::V4_CSUM, 0);
             h[field::V4_SRC..field::V4_SRC + 4].copy_from_slice(&src.octets());
             h[field::V4_DST..field::V4_DST + 4].copy_from_slice(&dst.octets());
-            let c = wire::ipv4_checksum(h);
-            put16(h, field::V4_CSUM, c);
+            // The checksum from the values, not by reading back the header
+            // just written in pieces (a load spanning several stores waits
+            // for them all: a store-forwarding stall per packet).
+            let (s, d) = (u32::from(src), u32::from(dst));
+            let sum = 0x4500
+                + u32::from(w.tos)
+                + (l4_len + wire::IPV4_HDR) as u32
+                + u32::from(w.seq as u16)
+                + if w.df { 0x4000 } else { 0 }
+                + (u32::from(sa.ttl) << 8 | u32::from(l4_proto))
+                + (s >> 16)
+                + (s & 0xffff)
+                + (d >> 16)
+                + (d & 0xffff);
+            put16(h, field::V4_CSUM, wire::checksum_finish(sum));
             start = ip;
         }
         Tunnel::V6 { src, dst } => {
@@ -543,7 +628,7 @@ fn encap_finish(it: &mut EncapItem<'_>) {
         }
     }
     it.pkt.head = start;
-    it.pkt.len = w.payload + w.payload_len + ICV_LEN - start;
+    it.pkt.len = w.payload() + w.payload_len() + ICV_LEN - start;
 }
 
 /// Decapsulates a burst in place (RFC 4303 §3.4 inbound processing): replay
@@ -598,45 +683,58 @@ fn decap_prepare(it: &mut DecapItem<'_>) -> Result<usize, DropReason> {
     };
     it.replay.check(seq).map_err(replay_drop)?;
     let esp = it.pkt.head + meta.esp_offset;
-    let mut cbc_iv = [0u8; 16];
-    if !alg.is_aead() {
-        cbc_iv.copy_from_slice(&it.pkt.buf[esp + 8..esp + 24]);
-    }
+    let payload = esp + wire::ESP_HDR + iv_len;
+    let (Ok(esp), Ok(payload), Ok(payload_len)) = (
+        u32::try_from(esp),
+        u32::try_from(payload),
+        u32::try_from(payload_len),
+    ) else {
+        return Err(DropReason::Malformed);
+    };
     it.work = Work {
         seq,
         esp,
-        payload: esp + wire::ESP_HDR + iv_len,
+        payload,
         payload_len,
         tos: 0,
         df: false,
         ecn: meta.ecn,
-        cbc_iv,
+        nh: 0,
     };
     Ok(0)
+}
+
+/// The CBC IV after the ESP header at `esp` (it is not encrypted: read
+/// where it lies rather than carried along per packet).
+fn cbc_iv_at(buf: &[u8], esp: usize) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv.copy_from_slice(&buf[esp + wire::ESP_HDR..esp + wire::ESP_HDR + 16]);
+    iv
 }
 
 fn decap_crypto(it: &mut DecapItem<'_>) -> Result<usize, DropReason> {
     let sa = it.sa;
     let w = it.work;
     let buf = &mut *it.pkt.buf;
-    let end = w.payload + w.payload_len;
+    let end = w.payload() + w.payload_len();
     let mut icv = [0u8; ICV_LEN];
     icv.copy_from_slice(&buf[end..end + ICV_LEN]);
     if sa.cipher.algorithm().is_aead() {
         let mut iv = [0u8; 8];
-        iv.copy_from_slice(&buf[w.esp + 8..w.esp + 16]);
+        iv.copy_from_slice(&buf[w.esp() + 8..w.esp() + 16]);
         let mut a = [0u8; 12];
         let n = aad(sa.spi, w.seq, sa.esn, &mut a);
         sa.cipher
-            .open(&iv, &a[..n], &mut buf[w.payload..end], &icv)
+            .open(&iv, &a[..n], &mut buf[w.payload()..end], &icv)
             .map_err(|_| DropReason::IcvFailure)?;
     } else {
         let hi = ((w.seq >> 32) as u32).to_be_bytes();
         let esn: &[u8] = if sa.esn { &hi } else { &[] };
         sa.cipher
-            .verify_mac(&[&buf[w.esp..end], esn], &icv)
+            .verify_mac(&[&buf[w.esp()..end], esn], &icv)
             .map_err(|_| DropReason::IcvFailure)?;
-        sa.cipher.cbc_decrypt(&w.cbc_iv, &mut buf[w.payload..end]);
+        let iv = cbc_iv_at(buf, w.esp());
+        sa.cipher.cbc_decrypt(&iv, &mut buf[w.payload()..end]);
     }
     Ok(0)
 }
@@ -646,7 +744,7 @@ fn decap_finish(it: &mut DecapItem<'_>) -> Result<usize, DropReason> {
     // Authentic: now the window may move (RFC 4303 §3.4.3).
     it.replay.update(w.seq).map_err(replay_drop)?;
     let buf = &mut *it.pkt.buf;
-    let p = &mut buf[w.payload..w.payload + w.payload_len];
+    let p = &mut buf[w.payload()..w.payload() + w.payload_len()];
     let n = p.len();
     let nh = p[n - 1];
     let pad = usize::from(p[n - 2]);
@@ -698,7 +796,7 @@ fn decap_finish(it: &mut DecapItem<'_>) -> Result<usize, DropReason> {
         }
         _ => return Err(DropReason::BadNextHeader),
     };
-    it.pkt.head = w.payload;
+    it.pkt.head = w.payload();
     it.pkt.len = inner_len;
     Ok(inner_len)
 }

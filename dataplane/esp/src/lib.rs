@@ -62,10 +62,11 @@
 //! Every failure has a [`DropReason`]; nothing is dropped silently except the
 //! dummy packets of RFC 4303 §2.6 (next header 59), which are still counted
 //! under [`DropReason::Dummy`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod crypto;
 mod engine;
+mod prefetch;
 pub mod replay;
 pub mod wire;
 

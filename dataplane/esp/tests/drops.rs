@@ -344,3 +344,74 @@ fn reason_labels_are_unique() {
         assert!(seen.insert(r.as_str()));
     }
 }
+
+#[test]
+fn sequence_numbers_are_taken_per_run_in_burst_order() {
+    // Two SAs in one burst, a refused packet among them, and fewer numbers
+    // left on the first SA than it has packets: numbers follow the burst's
+    // order, the refused packet costs none, the packets past the last
+    // number are dropped and the counter stops there.
+    let a = gcm();
+    let b = gcm();
+    let seq_a = AtomicU64::new(u64::from(u32::MAX) - 3);
+    let seq_b = AtomicU64::new(7);
+    let good = v4(60, 1);
+    let bad = [0x12u8; 40];
+    let plan: [(&Pair, &AtomicU64, &[u8]); 7] = [
+        (&a, &seq_a, &good),
+        (&a, &seq_a, &bad),
+        (&a, &seq_a, &good),
+        (&b, &seq_b, &good),
+        (&a, &seq_a, &good),
+        (&a, &seq_a, &good),
+        (&b, &seq_b, &good),
+    ];
+    let mut bufs: Vec<(Vec<u8>, usize, usize)> = plan.iter().map(|(_, _, p)| frame(p)).collect();
+    let mut items: Vec<EncapItem> = plan
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|((p, s, _), (buf, h, l))| EncapItem::new(&p.out, s, PacketBuf::new(buf, *h, *l)))
+        .collect();
+    let st = encap_burst(&mut items);
+    let got: Vec<Result<u32, DropReason>> = items
+        .iter()
+        .map(|it| it.result.map(|_| parse_esp(it.pkt.data()).unwrap().seq_lo))
+        .collect();
+    let max = u32::MAX;
+    assert_eq!(
+        got,
+        [
+            Ok(max - 2),
+            Err(DropReason::InnerNotIp),
+            Ok(max - 1),
+            Ok(8),
+            Ok(max),
+            Err(DropReason::SeqOverflow),
+            Ok(9),
+        ]
+    );
+    assert_eq!(st.drops_for(DropReason::SeqOverflow), 1);
+    assert_eq!(st.drops_for(DropReason::InnerNotIp), 1);
+    assert_eq!(
+        seq_a.load(std::sync::atomic::Ordering::Relaxed),
+        u64::from(max)
+    );
+    assert_eq!(seq_b.load(std::sync::atomic::Ordering::Relaxed), 9);
+    // Every packet sent opens at the peer under its own SA.
+    let (wa, wb) = (ReplayWindow::new(64), ReplayWindow::new(64));
+    for (it, (p, s, _)) in items.iter().zip(plan.iter()) {
+        if it.result.is_ok() {
+            let (inb, w) = if std::ptr::eq(*s, &seq_a) {
+                (&a.inb, &wa)
+            } else {
+                (&b.inb, &wb)
+            };
+            assert_eq!(
+                open(inb, w, it.pkt.data()),
+                Ok(good.len()),
+                "{:?}",
+                p.out.spi
+            );
+        }
+    }
+}
