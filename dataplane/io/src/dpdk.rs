@@ -399,8 +399,17 @@ pub struct DpdkIo {
     ports: Vec<(u16, u16)>,
     /// Per mbuf index: handed out by this instance (the caller's).
     owned: Vec<bool>,
+    /// Per mbuf index, a bit: lent by the current chunks_mut call (clear
+    /// between calls). Catches a descriptor given twice in one call.
+    lent: Vec<u64>,
     stats: Vec<PortStats>,
+    /// Per port: frames received that could not be used (chained across
+    /// buffers, or not from our pool), dropped.
+    unusable: Vec<u64>,
     scratch: [*mut sys::rte_mbuf; BURST],
+    info: [sys::sluice_pkt; BURST],
+    tx_off: [u16; BURST],
+    tx_len: [u16; BURST],
 }
 
 impl DpdkIo {
@@ -416,8 +425,13 @@ impl DpdkIo {
             pool: pool.clone(),
             ports: ports.iter().map(|p| (p.id, queue)).collect(),
             owned: vec![false; pool.size()],
+            lent: vec![0; pool.size().div_ceil(64)],
             stats: vec![PortStats::default(); ports.len()],
+            unusable: vec![0; ports.len()],
             scratch: [std::ptr::null_mut(); BURST],
+            info: [sys::sluice_pkt::default(); BURST],
+            tx_off: [0; BURST],
+            tx_len: [0; BURST],
         })
     }
 
@@ -473,22 +487,32 @@ impl PacketIo for DpdkIo {
             return 0;
         };
         let want = out.len().min(BURST) as u16;
-        // SAFETY: scratch has room for BURST pointers; the port and queue
-        // were set up by Port::start.
-        let n = unsafe { sys::sluice_rx_burst(id, q, self.scratch.as_mut_ptr(), want) };
-        let mut k = 0;
-        for &m in self.scratch.iter().take(usize::from(n)) {
-            let (mut off, mut len, mut segs) = (0u16, 0u16, 0u16);
-            // SAFETY: m was just received: a valid mbuf now ours.
-            unsafe { sys::sluice_mbuf_pkt(m, &mut off, &mut len, &mut segs) };
-            let i = self.index_of(m);
-            if segs != 1 || i >= self.owned.len() || self.pool.mbufs[i] != m {
-                // Chained (jumbo) or foreign: dropped.
-                // SAFETY: ours to free.
+        // SAFETY: scratch and info have room for BURST entries; the port
+        // and queue were set up by Port::start.
+        let n = unsafe {
+            sys::sluice_rx_burst_pkts(
+                id,
+                q,
+                self.scratch.as_mut_ptr(),
+                self.info.as_mut_ptr(),
+                want,
+            )
+        };
+        let n = usize::from(n);
+        let (mut k, mut bytes, mut unusable) = (0usize, 0u64, 0u64);
+        for j in 0..n {
+            let (m, p) = (self.scratch[j], self.info[j]);
+            let i = p.index as usize;
+            let len = p.len;
+            if p.segs != 1 || i >= self.owned.len() || self.pool.mbufs.get(i) != Some(&m) {
+                // Chained (a frame larger than one buffer) or not from our
+                // pool: dropped, counted.
+                // SAFETY: just received: ours to free.
                 unsafe { sys::sluice_pktmbuf_free(m) };
+                unusable += 1;
                 continue;
             }
-            let mut off = usize::from(off);
+            let mut off = usize::from(p.off);
             if off < PMD_HEADROOM {
                 // Less headroom than the contract promises (a loopback PMD
                 // hands back the mbuf as it was sent): move the packet up.
@@ -499,6 +523,7 @@ impl PacketIo for DpdkIo {
                 if to + usize::from(len) + MIN_TAILROOM > c.len() {
                     // SAFETY: ours to free.
                     unsafe { sys::sluice_pktmbuf_free(m) };
+                    unusable += 1;
                     continue;
                 }
                 c.copy_within(EXTRA + off..EXTRA + off + usize::from(len), to);
@@ -506,19 +531,27 @@ impl PacketIo for DpdkIo {
                 unsafe { sys::sluice_mbuf_reset_to(m, PMD_HEADROOM as u16, len) };
                 off = PMD_HEADROOM;
             }
+            let Some(o) = out.get_mut(k) else {
+                // Cannot happen (n <= out.len()); never leak the mbuf.
+                // SAFETY: ours to free.
+                unsafe { sys::sluice_pktmbuf_free(m) };
+                continue;
+            };
+            *o = Desc {
+                addr: i as u64,
+                off: (EXTRA + off) as u32,
+                len: u32::from(len),
+            };
+            k += 1;
             self.owned[i] = true;
-            if let Some(o) = out.get_mut(k) {
-                *o = Desc {
-                    addr: i as u64,
-                    off: (EXTRA + off) as u32,
-                    len: u32::from(len),
-                };
-                k += 1;
-            }
-            if let Some(s) = self.stats.get_mut(port) {
-                s.rx_packets += 1;
-                s.rx_bytes += u64::from(len);
-            }
+            bytes += u64::from(len);
+        }
+        if let Some(s) = self.stats.get_mut(port) {
+            s.rx_packets += k as u64;
+            s.rx_bytes += bytes;
+        }
+        if let Some(u) = self.unusable.get_mut(port) {
+            *u += unusable;
         }
         k
     }
@@ -549,19 +582,28 @@ impl PacketIo for DpdkIo {
                 c.copy_within(off..off + len, EXTRA);
                 0
             };
-            // SAFETY: owned mbuf; offset and length fit its buffer.
-            unsafe { sys::sluice_mbuf_reset_to(m, data_off as u16, len as u16) };
             self.scratch[k] = m;
+            // Both fit u16: the chunk (buffer) is smaller than 64 KiB.
+            self.tx_off[k] = data_off as u16;
+            self.tx_len[k] = len as u16;
             k += 1;
             bytes += len as u64;
         }
         if k == 0 {
             return 0;
         }
-        // SAFETY: scratch[..k] are valid single-segment mbufs the caller
-        // handed over; the PMD takes a prefix and frees them when sent.
+        // SAFETY: scratch[..k] are mbufs the caller handed over, with
+        // offsets and lengths that fit their buffers; the shim makes each a
+        // single segment and the PMD takes a prefix, freeing them when sent.
         let sent = usize::from(unsafe {
-            sys::sluice_tx_burst(id, q, self.scratch.as_mut_ptr(), k as u16)
+            sys::sluice_tx_burst_pkts(
+                id,
+                q,
+                self.scratch.as_mut_ptr(),
+                self.tx_off.as_ptr(),
+                self.tx_len.as_ptr(),
+                k as u16,
+            )
         });
         for (d, _) in pkts.iter().zip(0..sent) {
             if let Some(o) = self.owned.get_mut(d.addr as usize) {
@@ -585,13 +627,19 @@ impl PacketIo for DpdkIo {
     }
 
     fn free(&mut self, pkts: &[Desc]) {
-        for d in pkts {
-            if let Some(m) = self.mbuf(*d) {
-                self.owned[d.addr as usize] = false;
-                // SAFETY: owned by the caller until now; not referenced
-                // again (owned cleared).
-                unsafe { sys::sluice_pktmbuf_free(m) };
+        for chunk in pkts.chunks(BURST) {
+            let mut k = 0;
+            for d in chunk {
+                if let Some(m) = self.mbuf(*d) {
+                    self.owned[d.addr as usize] = false;
+                    self.scratch[k] = m;
+                    k += 1;
+                }
             }
+            // SAFETY: scratch[..k] were owned by the caller until now, each
+            // once (owned cleared as it was taken), and are not referenced
+            // again.
+            unsafe { sys::sluice_pktmbuf_free_bulk(self.scratch.as_mut_ptr(), k as u32) };
         }
     }
 
@@ -628,15 +676,33 @@ impl PacketIo for DpdkIo {
     }
 
     fn chunks_mut<'a>(&'a mut self, ds: &[Desc], out: &mut [Option<&'a mut [u8]>]) {
-        for (i, (d, o)) in ds.iter().zip(out.iter_mut()).enumerate() {
-            let dup = ds[..i].iter().any(|e| e.addr == d.addr);
-            *o = match self.mbuf(*d) {
-                // SAFETY: owned by the caller and distinct from every
-                // other chunk handed out in this call (dup check); all are
-                // tied to the &'a mut self borrow.
-                Some(_) if !dup => Some(unsafe { self.chunk_of(d.addr as usize) }),
-                _ => None,
+        for (d, o) in ds.iter().zip(out.iter_mut()) {
+            *o = None;
+            if self.mbuf(*d).is_none() {
+                continue;
+            }
+            let i = d.addr as usize;
+            let Some(w) = self.lent.get_mut(i / 64) else {
+                continue;
             };
+            let bit = 1u64 << (i % 64);
+            if *w & bit != 0 {
+                continue;
+            }
+            *w |= bit;
+            // SAFETY: owned by the caller and distinct from every other
+            // chunk handed out in this call (the lent bit); all are tied to
+            // the &'a mut self borrow.
+            *o = Some(unsafe { self.chunk_of(i) });
+        }
+        // Clear exactly the bits that could have been set above.
+        for d in ds.iter().take(out.len()) {
+            if let Some(w) = usize::try_from(d.addr)
+                .ok()
+                .and_then(|i| self.lent.get_mut(i / 64))
+            {
+                *w = 0;
+            }
         }
     }
 
@@ -650,18 +716,23 @@ impl PacketIo for DpdkIo {
     }
 
     fn io_drops(&self, port: usize) -> IoDrops {
-        // The drop counters are the port's, not the queue's: only queue 0's
-        // worker reports them, so several workers do not add them up twice.
+        // This queue's own drops (unusable frames), plus the port's
+        // counters, which are the port's, not the queue's: only queue 0's
+        // worker reports those, so several workers do not add them up twice.
+        let own = IoDrops {
+            rx_dropped: self.unusable.get(port).copied().unwrap_or(0),
+            ..IoDrops::default()
+        };
         let Some(&(id, 0)) = self.ports.get(port) else {
-            return IoDrops::default();
+            return own;
         };
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: s is writable; the port exists.
         if unsafe { sys::rte_eth_stats_get(id, &mut s) } != 0 {
-            return IoDrops::default();
+            return own;
         }
         IoDrops {
-            rx_dropped: s.ierrors,
+            rx_dropped: own.rx_dropped + s.ierrors,
             rx_ring_full: s.imissed,
             rx_fill_empty: s.rx_nombuf,
             tx_invalid: s.oerrors,
