@@ -138,9 +138,13 @@ pub fn register_thread() {
     }
 }
 
-/// A packet mempool with indexed mbufs.
+/// Packet mempools with indexed mbufs: one per NUMA socket served, indexed
+/// as one pool, so that an mbuf of any of them may be received on one port
+/// and sent or freed on another (it goes back to its own mempool).
 pub struct Pool {
-    mp: *mut sys::rte_mempool,
+    /// (NUMA socket, mempool), the first serving any socket not listed.
+    mps: Vec<(i32, *mut sys::rte_mempool)>,
+    /// Every mbuf of every mempool, by index (the one in its private area).
     mbufs: Vec<*mut sys::rte_mbuf>,
     /// Each mbuf's chunk (start of the extra headroom, length): fixed for
     /// the pool's life, so the fast path reads them here, not through FFI.
@@ -164,74 +168,125 @@ unsafe extern "C" fn index_mbuf(
 ) {
     // SAFETY: called by rte_mempool_obj_iter for each object of a packet
     // mempool (an rte_mbuf with a private area of at least INDEX bytes);
-    // `opaque` is the Vec that Pool::new passed, alive during the call.
+    // `opaque` is the Indexing that Pool::per_socket passed, alive during
+    // the call.
     unsafe {
-        let table = &mut *opaque.cast::<Vec<*mut sys::rte_mbuf>>();
+        let ix = &mut *opaque.cast::<Indexing>();
         let m = obj.cast::<sys::rte_mbuf>();
+        let i = ix.base + idx as usize;
         let priv_ = sys::sluice_mbuf_priv(m).cast::<u64>();
-        priv_.write_unaligned(u64::from(idx));
-        if let Some(slot) = table.get_mut(idx as usize) {
+        priv_.write_unaligned(i as u64);
+        if let Some(slot) = ix.table.get_mut(i) {
             *slot = m;
         }
     }
 }
 
+/// What index_mbuf fills in: the whole table, from `base` for this mempool.
+struct Indexing {
+    table: Vec<*mut sys::rte_mbuf>,
+    base: usize,
+}
+
 impl Pool {
     /// `n` mbufs on NUMA socket `socket` (-1: any), with a per-lcore cache.
     pub fn new(name: &str, n: u32, socket: i32) -> Result<Arc<Pool>, String> {
+        Pool::per_socket(name, n, &[socket])
+    }
+
+    /// A mempool of `n` mbufs on each NUMA socket of `sockets` (-1: any;
+    /// repeats ignored), each with a per-lcore cache. A port receives into
+    /// the mempool of its own socket, so packets land in local memory.
+    pub fn per_socket(name: &str, n: u32, sockets: &[i32]) -> Result<Arc<Pool>, String> {
         init_done()?;
-        let cname = CString::new(name).map_err(|e| e.to_string())?;
-        // SAFETY: the EAL is initialised; the arguments are plain values
-        // and a NUL-terminated name.
-        let mp = unsafe {
-            sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                n,
-                256.min(n / 4),
-                (INDEX + EXTRA) as u16,
-                DATA_ROOM as u16,
-                socket,
-            )
-        };
-        if mp.is_null() {
-            return Err(format!("mempool {name} ({n} mbufs): {}", last_error()));
+        let mut wanted: Vec<i32> = Vec::new();
+        for &s in sockets {
+            if !wanted.contains(&s) {
+                wanted.push(s);
+            }
         }
-        let mut table: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); n as usize];
-        // SAFETY: mp is a packet mempool just created (no mbuf handed out
-        // yet); the callback writes each mbuf's private area and the table.
-        let seen = unsafe {
-            sys::rte_mempool_obj_iter(mp, Some(index_mbuf), (&mut table as *mut Vec<_>).cast())
-        };
-        if seen != n || table.iter().any(|m| m.is_null()) {
-            // SAFETY: mp is ours and unused.
-            unsafe { sys::rte_mempool_free(mp) };
-            return Err(format!("mempool {name}: indexed {seen} of {n} mbufs"));
+        if wanted.is_empty() {
+            wanted.push(-1);
         }
-        let chunks = table
+        let mut pool = Pool {
+            mps: Vec::new(),
+            mbufs: Vec::new(),
+            chunks: Vec::new(),
+            priv_off: 0,
+        };
+        let mut ix = Indexing {
+            table: vec![std::ptr::null_mut(); n as usize * wanted.len()],
+            base: 0,
+        };
+        for &socket in &wanted {
+            let full = if wanted.len() == 1 {
+                name.to_string()
+            } else if socket < 0 {
+                format!("{name}-any")
+            } else {
+                format!("{name}-s{socket}")
+            };
+            let cname = CString::new(full.as_str()).map_err(|e| e.to_string())?;
+            // SAFETY: the EAL is initialised; the arguments are plain values
+            // and a NUL-terminated name.
+            let mp = unsafe {
+                sys::rte_pktmbuf_pool_create(
+                    cname.as_ptr(),
+                    n,
+                    256.min(n / 4),
+                    (INDEX + EXTRA) as u16,
+                    DATA_ROOM as u16,
+                    socket,
+                )
+            };
+            if mp.is_null() {
+                return Err(format!(
+                    "mempool {full} ({n} mbufs, socket {socket}): {}",
+                    last_error()
+                ));
+            }
+            // Owned from here: dropping `pool` on an error frees it.
+            pool.mps.push((socket, mp));
+            // SAFETY: mp is a packet mempool just created (no mbuf handed
+            // out yet); the callback writes each mbuf's private area and its
+            // slot of the table, from ix.base.
+            let seen = unsafe {
+                sys::rte_mempool_obj_iter(mp, Some(index_mbuf), (&mut ix as *mut Indexing).cast())
+            };
+            if seen != n {
+                return Err(format!("mempool {full}: indexed {seen} of {n} mbufs"));
+            }
+            ix.base += n as usize;
+        }
+        if ix.table.iter().any(|m| m.is_null()) {
+            return Err(format!("mempool {name}: not every mbuf indexed"));
+        }
+        pool.chunks = ix
+            .table
             .iter()
             .map(|&m| {
                 let mut len = 0u16;
-                // SAFETY: m is an mbuf of the new pool; buf_addr and
-                // buf_len never change for a direct mbuf of our own.
+                // SAFETY: m is an mbuf of a new pool; buf_addr and buf_len
+                // never change for a direct mbuf of our own.
                 let buf = unsafe { sys::sluice_mbuf_buf(m, &mut len) }.cast::<u8>();
                 (buf.wrapping_sub(EXTRA), EXTRA + usize::from(len))
             })
             .collect();
+        let first = ix.table[0];
         // SAFETY: as above; the private area's place is the same in every
-        // mbuf of a pool.
-        let priv_off = unsafe { sys::sluice_mbuf_priv(table[0]) } as usize - table[0] as usize;
-        Ok(Arc::new(Pool {
-            mp,
-            mbufs: table,
-            chunks,
-            priv_off,
-        }))
+        // mbuf of these pools (same private size).
+        pool.priv_off = unsafe { sys::sluice_mbuf_priv(first) } as usize - first as usize;
+        pool.mbufs = ix.table;
+        Ok(Arc::new(pool))
     }
 
     /// Mbufs in the pool (not handed out), caches included.
     pub fn available(&self) -> u32 {
-        // SAFETY: mp is a live mempool.
-        unsafe { sys::rte_mempool_avail_count(self.mp) }
+        self.mps
+            .iter()
+            // SAFETY: each mp is a live mempool.
+            .map(|&(_, mp)| unsafe { sys::rte_mempool_avail_count(mp) })
+            .sum()
     }
 
     /// Mbufs in all.
@@ -239,18 +294,54 @@ impl Pool {
         self.mbufs.len()
     }
 
-    fn raw(&self) -> *mut sys::rte_mempool {
-        self.mp
+    /// The NUMA sockets with a mempool of their own (-1: any).
+    pub fn sockets(&self) -> Vec<i32> {
+        self.mps.iter().map(|&(s, _)| s).collect()
+    }
+
+    /// The mempool for `socket`: its own, else the first.
+    fn mempool_for(&self, socket: i32) -> *mut sys::rte_mempool {
+        self.mps
+            .iter()
+            .find(|&&(s, _)| s == socket)
+            .or(self.mps.first())
+            .map_or(std::ptr::null_mut(), |&(_, mp)| mp)
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // SAFETY: no DpdkIo holds the pool any more (they hold an Arc) and
-        // ports using it must be stopped by their owner first; a pool of a
-        // port still running is leaked rather than freed (see Port).
-        unsafe { sys::rte_mempool_free(self.mp) };
+        for &(_, mp) in &self.mps {
+            // SAFETY: no DpdkIo holds the pool any more (they hold an Arc)
+            // and ports using it must be stopped by their owner first; a
+            // pool of a port still running is leaked rather than freed (see
+            // Port).
+            unsafe { sys::rte_mempool_free(mp) };
+        }
     }
+}
+
+/// The NUMA socket of the DPDK port `name` (-1 if the device does not say).
+pub fn port_socket(name: &str) -> Result<i32, String> {
+    Ok(socket_of(port_id(name)?))
+}
+
+fn socket_of(id: u16) -> i32 {
+    // SAFETY: plain query on a probed port id.
+    unsafe { sys::rte_eth_dev_socket_id(id) }
+}
+
+fn port_id(name: &str) -> Result<u16, String> {
+    init_done()?;
+    let cname = CString::new(name).map_err(|e| e.to_string())?;
+    let mut id = 0u16;
+    // SAFETY: EAL initialised; cname is NUL-terminated; id is writable.
+    if unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } != 0 {
+        return Err(format!(
+            "no DPDK port {name:?} (is its --vdev or PCI device given?)"
+        ));
+    }
+    Ok(id)
 }
 
 fn init_done() -> Result<(), String> {
@@ -287,15 +378,7 @@ impl Port {
         pool: &Arc<Pool>,
         mac: Option<[u8; 6]>,
     ) -> Result<Port, String> {
-        init_done()?;
-        let cname = CString::new(name).map_err(|e| e.to_string())?;
-        let mut id = 0u16;
-        // SAFETY: EAL initialised; cname is NUL-terminated; id is writable.
-        if unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } != 0 {
-            return Err(format!(
-                "no DPDK port {name:?} (is its --vdev or PCI device given?)"
-            ));
-        }
+        let id = port_id(name)?;
         let mut conf = sys::rte_eth_conf::default();
         if queues > 1 {
             // Several queues: spread flows over them with RSS, on the IP
@@ -316,16 +399,16 @@ impl Port {
         if r != 0 {
             return Err(format!("{name}: configure {queues} queue(s): error {r}"));
         }
-        // SAFETY: plain query.
-        let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
-        let socket = u32::try_from(socket).unwrap_or(0);
+        let numa = socket_of(id);
+        // Received packets land in the mempool of the port's own socket.
+        let mp = pool.mempool_for(numa);
+        let socket = u32::try_from(numa).unwrap_or(0);
         for q in 0..queues {
             // SAFETY: the port is configured with `queues` queues; null
             // queue configurations select the driver's defaults; the pool
             // outlives the port (the Port holds it).
-            let r = unsafe {
-                sys::rte_eth_rx_queue_setup(id, q, 1024, socket, std::ptr::null(), pool.raw())
-            };
+            let r =
+                unsafe { sys::rte_eth_rx_queue_setup(id, q, 1024, socket, std::ptr::null(), mp) };
             if r != 0 {
                 return Err(format!("{name}: RX queue {q}: error {r}"));
             }
@@ -395,6 +478,8 @@ impl Drop for Port {
 /// One worker's queue on each of its ports.
 pub struct DpdkIo {
     pool: Arc<Pool>,
+    /// The mempool `alloc` takes from: the worker's NUMA socket's.
+    mp: *mut sys::rte_mempool,
     /// (port id, queue) per port index.
     ports: Vec<(u16, u16)>,
     /// Per mbuf index: handed out by this instance (the caller's).
@@ -415,7 +500,24 @@ pub struct DpdkIo {
 impl DpdkIo {
     /// Queue `queue` of each port, mbufs from `pool`. Call it on the worker
     /// thread (it registers the thread with the EAL; a DpdkIo is not Send).
+    /// Mbufs it allocates come from the mempool of the thread's NUMA
+    /// socket.
     pub fn new(pool: &Arc<Pool>, ports: &[&Port], queue: u16) -> Result<DpdkIo, String> {
+        init_done()?;
+        register_thread();
+        // SAFETY: plain query, for the thread just registered.
+        let socket = unsafe { sys::sluice_socket_id() };
+        DpdkIo::on_socket(pool, ports, queue, i32::try_from(socket).unwrap_or(-1))
+    }
+
+    /// Like [`DpdkIo::new`], allocating from the mempool of NUMA socket
+    /// `socket` (-1: any; the pool's first if it has none there).
+    pub fn on_socket(
+        pool: &Arc<Pool>,
+        ports: &[&Port],
+        queue: u16,
+        socket: i32,
+    ) -> Result<DpdkIo, String> {
         init_done()?;
         if let Some(p) = ports.iter().find(|p| queue >= p.queues) {
             return Err(format!("{}: no queue {queue}", p.name));
@@ -423,6 +525,7 @@ impl DpdkIo {
         register_thread();
         Ok(DpdkIo {
             pool: pool.clone(),
+            mp: pool.mempool_for(socket),
             ports: ports.iter().map(|p| (p.id, queue)).collect(),
             owned: vec![false; pool.size()],
             lent: vec![0; pool.size().div_ceil(64)],
@@ -645,7 +748,7 @@ impl PacketIo for DpdkIo {
 
     fn alloc(&mut self) -> Option<Desc> {
         // SAFETY: the pool is live.
-        let m = unsafe { sys::sluice_pktmbuf_alloc(self.pool.raw()) };
+        let m = unsafe { sys::sluice_pktmbuf_alloc(self.mp) };
         if m.is_null() {
             for s in &mut self.stats {
                 s.rx_no_buffer += 1;

@@ -19,6 +19,7 @@ fn eal() {
         "--log-level=lib.eal:error".into(),
         "--vdev=net_ring0".into(),
         "--vdev=net_ring1".into(),
+        "--vdev=net_ring2".into(),
         "--vdev=net_null0,size=1400".into(),
     ])
     .expect("EAL");
@@ -164,4 +165,55 @@ fn foreign_mbufs_are_dropped_counted_and_returned() {
     assert_eq!(io_b.io_drops(0).rx_dropped, 5);
     assert_eq!(io_b.stats(0).rx_packets, 0);
     assert_eq!(pool_a.available(), avail_a, "freed back to pool A");
+}
+
+#[test]
+fn a_pool_per_socket_is_one_index_space() {
+    // Mempools on two sockets (here "any" and 0, which this machine has),
+    // indexed as one pool: an mbuf of the second, sent by one instance and
+    // received by another that allocates from the first, is recognised,
+    // handed out, and freed back to its own mempool.
+    eal();
+    let pool = Pool::per_socket("t-numa", 255, &[-1, 0, -1]).unwrap();
+    assert_eq!(pool.sockets(), [-1, 0], "repeats ignored");
+    assert_eq!(pool.size(), 510);
+    let avail0 = pool.available();
+    assert_eq!(avail0, 510);
+    let port = Port::start("net_ring2", 1, &pool).unwrap();
+    let mut tx = DpdkIo::on_socket(&pool, &[&port], 0, 0).unwrap();
+    let mut descs = Vec::new();
+    for i in 0..8u8 {
+        let mut d = tx.alloc().unwrap();
+        assert!(d.addr >= 255, "from the socket-0 mempool: index {}", d.addr);
+        tx.chunk_mut(d)[d.off as usize..d.off as usize + 64].fill(i);
+        d.len = 64;
+        descs.push(d);
+    }
+    assert_eq!(tx.tx_burst(0, &descs), 8);
+    drop(tx);
+    let mut rx = DpdkIo::on_socket(&pool, &[&port], 0, -1).unwrap();
+    assert!(rx.alloc().is_some_and(|d| {
+        rx.free(&[d]);
+        d.addr < 255
+    }));
+    let mut got = vec![Desc::default(); 32];
+    let mut n = 0;
+    for _ in 0..100 {
+        n += rx.rx_burst(0, &mut got[n..]);
+        if n >= 8 {
+            break;
+        }
+    }
+    assert_eq!(n, 8);
+    for (i, g) in got[..n].iter().enumerate() {
+        assert_eq!(g.addr, descs[i].addr);
+        assert_eq!(rx.chunk_mut(*g)[g.off as usize], i as u8);
+    }
+    assert_eq!(rx.io_drops(0).rx_dropped, 0);
+    rx.free(&got[..n]);
+    assert_eq!(
+        pool.available(),
+        avail0,
+        "each mbuf back in its own mempool"
+    );
 }

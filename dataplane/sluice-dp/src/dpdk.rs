@@ -81,7 +81,10 @@ pub(crate) fn start(
     }
     // Per worker and port: a full RX ring, a full TX ring and a burst in hand.
     let n = u32::from(workers) * 4 * (2 * RING + 64) + 1024;
-    let pool = Pool::new("sluice-dp", n, -1)?;
+    // A mempool on each NUMA socket the two ports sit on: each port
+    // receives into local memory (the TAPs take the first).
+    let sockets = [dpdk::port_socket(&names[0])?, dpdk::port_socket(&names[1])?];
+    let pool = Pool::per_socket("sluice-dp", n, &sockets)?;
     let outside = Port::start(&names[0], workers, &pool)?;
     let inside = Port::start(&names[1], workers, &pool)?;
     let tap_out = Port::start_with_mac(TAP_VDEVS[0], workers, &pool, Some(outside.mac()))
@@ -129,14 +132,23 @@ impl Dpdk {
                 .collect::<Vec<_>>()
                 .join(":")
         };
+        let sockets: Vec<String> = self
+            .pool
+            .sockets()
+            .iter()
+            .map(|&s| if s < 0 { "any".into() } else { s.to_string() })
+            .collect();
         format!(
-            "outside DPDK {} ({}) with TAP {}, inside DPDK {} ({}) with TAP {}",
+            "outside DPDK {} ({}) with TAP {}, inside DPDK {} ({}) with TAP {}; \
+             {} mbufs on NUMA socket(s) {}",
             self.names[0],
             mac(self.ports[0].mac()),
             self.taps[0],
             self.names[1],
             mac(self.ports[1].mac()),
-            self.taps[1]
+            self.taps[1],
+            self.pool.size(),
+            sockets.join(", ")
         )
     }
 }
