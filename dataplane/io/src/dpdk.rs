@@ -144,11 +144,11 @@ pub fn register_thread() {
 pub struct Pool {
     /// (NUMA socket, mempool), the first serving any socket not listed.
     mps: Vec<(i32, *mut sys::rte_mempool)>,
-    /// Every mbuf of every mempool, by index (the one in its private area).
-    mbufs: Vec<*mut sys::rte_mbuf>,
+    /// Every mbuf of every mempool, by index (the one in its private area),
+    /// with its chunk: what the fast path needs of an mbuf, in one place.
     /// Each mbuf's chunk (start of the extra headroom, length): fixed for
     /// the pool's life, so the fast path reads them here, not through FFI.
-    chunks: Vec<(*mut u8, usize)>,
+    slots: Vec<Slot>,
     /// Offset of the private area (the index) from the mbuf's address.
     priv_off: usize,
 }
@@ -182,6 +182,13 @@ unsafe extern "C" fn index_mbuf(
     }
 }
 
+/// One mbuf of a pool and its chunk (the extra headroom, then the buffer).
+struct Slot {
+    mbuf: *mut sys::rte_mbuf,
+    chunk: *mut u8,
+    chunk_len: usize,
+}
+
 /// What index_mbuf fills in: the whole table, from `base` for this mempool.
 struct Indexing {
     table: Vec<*mut sys::rte_mbuf>,
@@ -210,8 +217,7 @@ impl Pool {
         }
         let mut pool = Pool {
             mps: Vec::new(),
-            mbufs: Vec::new(),
-            chunks: Vec::new(),
+            slots: Vec::new(),
             priv_off: 0,
         };
         let mut ix = Indexing {
@@ -261,22 +267,25 @@ impl Pool {
         if ix.table.iter().any(|m| m.is_null()) {
             return Err(format!("mempool {name}: not every mbuf indexed"));
         }
-        pool.chunks = ix
+        pool.slots = ix
             .table
             .iter()
-            .map(|&m| {
+            .map(|&mbuf| {
                 let mut len = 0u16;
-                // SAFETY: m is an mbuf of a new pool; buf_addr and buf_len
+                // SAFETY: mbuf is one of a new pool; buf_addr and buf_len
                 // never change for a direct mbuf of our own.
-                let buf = unsafe { sys::sluice_mbuf_buf(m, &mut len) }.cast::<u8>();
-                (buf.wrapping_sub(EXTRA), EXTRA + usize::from(len))
+                let buf = unsafe { sys::sluice_mbuf_buf(mbuf, &mut len) }.cast::<u8>();
+                Slot {
+                    mbuf,
+                    chunk: buf.wrapping_sub(EXTRA),
+                    chunk_len: EXTRA + usize::from(len),
+                }
             })
             .collect();
         let first = ix.table[0];
         // SAFETY: as above; the private area's place is the same in every
         // mbuf of these pools (same private size).
         pool.priv_off = unsafe { sys::sluice_mbuf_priv(first) } as usize - first as usize;
-        pool.mbufs = ix.table;
         Ok(Arc::new(pool))
     }
 
@@ -291,7 +300,7 @@ impl Pool {
 
     /// Mbufs in all.
     pub fn size(&self) -> usize {
-        self.mbufs.len()
+        self.slots.len()
     }
 
     /// The NUMA sockets with a mempool of their own (-1: any).
@@ -542,7 +551,7 @@ impl DpdkIo {
     fn mbuf(&self, d: Desc) -> Option<*mut sys::rte_mbuf> {
         let i = usize::try_from(d.addr).ok()?;
         if *self.owned.get(i)? {
-            self.pool.mbufs.get(i).copied()
+            self.pool.slots.get(i).map(|s| s.mbuf)
         } else {
             None
         }
@@ -567,10 +576,10 @@ impl DpdkIo {
     /// instance (not in the NIC's or another worker's hands), and no other
     /// reference to its chunk exists.
     unsafe fn chunk_of<'a>(&self, i: usize) -> &'a mut [u8] {
-        match self.pool.chunks.get(i) {
+        match self.pool.slots.get(i).map(|s| (s.chunk, s.chunk_len)) {
             // SAFETY: per the function's contract; the chunk lies in the
             // pool's memory, alive as long as self holds the pool.
-            Some(&(p, len)) => unsafe { std::slice::from_raw_parts_mut(p, len) },
+            Some((p, len)) => unsafe { std::slice::from_raw_parts_mut(p, len) },
             None => &mut [],
         }
     }
@@ -607,7 +616,10 @@ impl PacketIo for DpdkIo {
             let (m, p) = (self.scratch[j], self.info[j]);
             let i = p.index as usize;
             let len = p.len;
-            if p.segs != 1 || i >= self.owned.len() || self.pool.mbufs.get(i) != Some(&m) {
+            if p.segs != 1
+                || i >= self.owned.len()
+                || self.pool.slots.get(i).map(|s| s.mbuf) != Some(m)
+            {
                 // Chained (a frame larger than one buffer) or not from our
                 // pool: dropped, counted.
                 // SAFETY: just received: ours to free.
@@ -668,7 +680,11 @@ impl PacketIo for DpdkIo {
         for d in pkts.iter().take(BURST) {
             let Some(m) = self.mbuf(*d) else { break };
             let (off, len) = (d.off as usize, d.len as usize);
-            let chunk_len = self.pool.chunks.get(d.addr as usize).map_or(0, |c| c.1);
+            let chunk_len = self
+                .pool
+                .slots
+                .get(d.addr as usize)
+                .map_or(0, |s| s.chunk_len);
             if len == 0 || off + len > chunk_len {
                 break;
             }
@@ -756,7 +772,7 @@ impl PacketIo for DpdkIo {
             return None;
         }
         let i = self.index_of(m);
-        if self.pool.mbufs.get(i) != Some(&m) {
+        if self.pool.slots.get(i).map(|s| s.mbuf) != Some(m) {
             // SAFETY: allocated just now.
             unsafe { sys::sluice_pktmbuf_free(m) };
             return None;
@@ -848,7 +864,7 @@ impl Drop for DpdkIo {
         for (i, o) in self.owned.iter_mut().enumerate() {
             if *o {
                 *o = false;
-                if let Some(&m) = self.pool.mbufs.get(i) {
+                if let Some(m) = self.pool.slots.get(i).map(|s| s.mbuf) {
                     // SAFETY: handed out by us and never returned: ours to
                     // free, once.
                     unsafe { sys::sluice_pktmbuf_free(m) };
