@@ -107,7 +107,7 @@ fn bench(
                 io.free(&ds[..n]);
                 return;
             }
-            let mut chunks: [Option<&mut [u8]>; BURST] = Default::default();
+            let mut chunks: [Option<&mut [u8]>; BURST] = [const { None }; BURST];
             io.chunks_mut(&ds, &mut chunks);
             // As the worker does: items pushed into a stack vector.
             let mut items: ArrayVec<EncapItem<'_>, BURST> = ArrayVec::new();
