@@ -590,7 +590,7 @@ fn encap_finish(it: &mut EncapItem<'_>) {
             let (s, d) = (u32::from(src), u32::from(dst));
             let sum = 0x4500
                 + u32::from(w.tos)
-                + (l4_len + wire::IPV4_HDR) as u32
+                + u32::from((l4_len + wire::IPV4_HDR) as u16)
                 + u32::from(w.seq as u16)
                 + if w.df { 0x4000 } else { 0 }
                 + (u32::from(sa.ttl) << 8 | u32::from(l4_proto))

@@ -203,7 +203,9 @@ impl Pool {
 
     /// A mempool of `n` mbufs on each NUMA socket of `sockets` (-1: any;
     /// repeats ignored), each with a per-lcore cache. A port receives into
-    /// the mempool of its own socket, so packets land in local memory.
+    /// the mempool of its own socket, so packets land in local memory; a
+    /// port on a socket not listed uses the first. A socket without memory
+    /// for its mempool gets one anywhere.
     pub fn per_socket(name: &str, n: u32, sockets: &[i32]) -> Result<Arc<Pool>, String> {
         init_done()?;
         let mut wanted: Vec<i32> = Vec::new();
@@ -233,18 +235,27 @@ impl Pool {
                 format!("{name}-s{socket}")
             };
             let cname = CString::new(full.as_str()).map_err(|e| e.to_string())?;
-            // SAFETY: the EAL is initialised; the arguments are plain values
-            // and a NUL-terminated name.
-            let mp = unsafe {
-                sys::rte_pktmbuf_pool_create(
-                    cname.as_ptr(),
-                    n,
-                    256.min(n / 4),
-                    (INDEX + EXTRA) as u16,
-                    DATA_ROOM as u16,
-                    socket,
-                )
+            let create = |on: i32| {
+                // SAFETY: the EAL is initialised; the arguments are plain
+                // values and a NUL-terminated name.
+                unsafe {
+                    sys::rte_pktmbuf_pool_create(
+                        cname.as_ptr(),
+                        n,
+                        256.min(n / 4),
+                        (INDEX + EXTRA) as u16,
+                        DATA_ROOM as u16,
+                        on,
+                    )
+                }
             };
+            let mut mp = create(socket);
+            if mp.is_null() && socket >= 0 {
+                // No memory on that socket (--no-huge keeps it all on
+                // socket 0; --socket-mem may leave a node out): anywhere
+                // rather than not at all.
+                mp = create(-1);
+            }
             if mp.is_null() {
                 return Err(format!(
                     "mempool {full} ({n} mbufs, socket {socket}): {}",
@@ -295,7 +306,7 @@ impl Pool {
             .iter()
             // SAFETY: each mp is a live mempool.
             .map(|&(_, mp)| unsafe { sys::rte_mempool_avail_count(mp) })
-            .sum()
+            .fold(0u32, u32::saturating_add)
     }
 
     /// Mbufs in all.
@@ -679,6 +690,16 @@ impl PacketIo for DpdkIo {
         let mut bytes = 0u64;
         for d in pkts.iter().take(BURST) {
             let Some(m) = self.mbuf(*d) else { break };
+            // The same mbuf twice in one burst would be sent (and freed by
+            // the PMD) twice: the burst stops at the second.
+            let i = d.addr as usize;
+            let Some(w) = self.lent.get_mut(i / 64) else {
+                break;
+            };
+            if *w & (1u64 << (i % 64)) != 0 {
+                break;
+            }
+            *w |= 1u64 << (i % 64);
             let (off, len) = (d.off as usize, d.len as usize);
             let chunk_len = self
                 .pool
@@ -707,6 +728,13 @@ impl PacketIo for DpdkIo {
             self.tx_len[k] = len as u16;
             k += 1;
             bytes += len as u64;
+        }
+        // Clear exactly the bits set above (every packet looked at, sent or
+        // not, is among the first k + 1).
+        for d in pkts.iter().take(k + 1) {
+            if let Some(w) = self.lent.get_mut(d.addr as usize / 64) {
+                *w = 0;
+            }
         }
         if k == 0 {
             return 0;

@@ -83,7 +83,7 @@ pub(crate) fn start(
     let n = u32::from(workers) * 4 * (2 * RING + 64) + 1024;
     // A mempool on each NUMA socket the two ports sit on: each port
     // receives into local memory (the TAPs take the first).
-    let sockets = [dpdk::port_socket(&names[0])?, dpdk::port_socket(&names[1])?];
+    let sockets = pool_sockets([dpdk::port_socket(&names[0])?, dpdk::port_socket(&names[1])?]);
     let pool = Pool::per_socket("sluice-dp", n, &sockets)?;
     let outside = Port::start(&names[0], workers, &pool)?;
     let inside = Port::start(&names[1], workers, &pool)?;
@@ -97,6 +97,23 @@ pub(crate) fn start(
         taps,
         names,
     })
+}
+
+/// The sockets to make mempools on for ports on `of`: each real socket
+/// once; "unknown" (-1, a virtual device) only if no port says, since the
+/// first pool serves it anyway (a second full pool would double the
+/// memory for nothing).
+fn pool_sockets(of: [i32; 2]) -> Vec<i32> {
+    let mut v: Vec<i32> = Vec::new();
+    for s in of.into_iter().filter(|&s| s >= 0) {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    if v.is_empty() {
+        v.push(-1);
+    }
+    v
 }
 
 impl Dpdk {
@@ -156,6 +173,15 @@ impl Dpdk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_per_real_socket_and_unknown_only_alone() {
+        assert_eq!(pool_sockets([-1, -1]), [-1]);
+        assert_eq!(pool_sockets([0, -1]), [0]);
+        assert_eq!(pool_sockets([-1, 1]), [1]);
+        assert_eq!(pool_sockets([1, 1]), [1]);
+        assert_eq!(pool_sockets([1, 0]), [1, 0]);
+    }
 
     #[test]
     fn eal_arguments_keep_the_operators_and_add_the_taps() {
