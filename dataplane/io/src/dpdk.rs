@@ -688,6 +688,8 @@ impl PacketIo for DpdkIo {
         };
         let mut k = 0usize;
         let mut bytes = 0u64;
+        // Packets moved out of the private area (bit per burst position).
+        let mut moved = 0u64;
         for d in pkts.iter().take(BURST) {
             let Some(m) = self.mbuf(*d) else { break };
             // The same mbuf twice in one burst would be sent (and freed by
@@ -720,6 +722,7 @@ impl PacketIo for DpdkIo {
                     break;
                 }
                 c.copy_within(off..off + len, EXTRA);
+                moved |= 1 << k;
                 0
             };
             self.scratch[k] = m;
@@ -755,6 +758,17 @@ impl PacketIo for DpdkIo {
         for (d, _) in pkts.iter().zip(0..sent) {
             if let Some(o) = self.owned.get_mut(d.addr as usize) {
                 *o = false;
+            }
+        }
+        // What the queue did not take stays the caller's as described by
+        // its descriptor: a packet moved above goes back where it was.
+        for (j, d) in pkts.iter().enumerate().take(k).skip(sent) {
+            if moved & (1 << j) != 0 {
+                let (off, len) = (d.off as usize, d.len as usize);
+                // SAFETY: not sent, so still the caller's mbuf; no other
+                // view exists while &mut self is held.
+                let c = unsafe { self.chunk_of(d.addr as usize) };
+                c.copy_within(EXTRA..EXTRA + len, off);
             }
         }
         if let Some(s) = self.stats.get_mut(port) {

@@ -21,6 +21,7 @@ fn eal() {
         "--vdev=net_ring1".into(),
         "--vdev=net_ring2".into(),
         "--vdev=net_ring3".into(),
+        "--vdev=net_ring4".into(),
         "--vdev=net_null0,size=1400".into(),
     ])
     .expect("EAL");
@@ -246,5 +247,63 @@ fn an_mbuf_given_twice_in_one_burst_is_sent_once() {
     assert_eq!(n, 2);
     assert_ne!(got[0].addr, got[1].addr);
     io.free(&got[..n]);
+    assert_eq!(pool.available(), avail0);
+}
+
+#[test]
+fn a_packet_the_queue_refuses_is_left_as_it_was() {
+    // A packet that starts in the extra headroom is moved to the buffer's
+    // start to be sent; if the queue is full, it goes back where its
+    // descriptor says, for the caller to retry or free.
+    eal();
+    let pool = Pool::new("t-refused", 4095, -1).unwrap();
+    let port = Port::start("net_ring4", 1, &pool).unwrap();
+    let mut io = DpdkIo::new(&pool, &[&port], 0).unwrap();
+    let avail0 = pool.available();
+    // Fill the loopback ring (nothing receives).
+    let (mut queued, mut refused) = (0, 0);
+    'fill: for _ in 0..100 {
+        let mut burst = Vec::new();
+        for _ in 0..32 {
+            let mut d = io.alloc().unwrap();
+            d.len = 60;
+            burst.push(d);
+        }
+        let sent = io.tx_burst(0, &burst);
+        queued += sent;
+        if sent < burst.len() {
+            refused = burst.len() - sent;
+            io.free(&burst[sent..]);
+            break 'fill;
+        }
+    }
+    assert!(
+        queued > 0 && queued < 3200,
+        "the ring filled up after {queued}"
+    );
+    let mut d = io.alloc().unwrap();
+    d.off = (MIN_HEADROOM - 200) as u32;
+    d.len = 300;
+    let frame: Vec<u8> = (0..300u32).map(|b| (b * 7) as u8).collect();
+    io.chunk_mut(d)[d.off as usize..d.off as usize + 300].copy_from_slice(&frame);
+    assert_eq!(io.tx_burst(0, &[d]), 0, "queue full");
+    assert_eq!(
+        &io.chunk_mut(d)[d.off as usize..d.off as usize + 300],
+        &frame[..]
+    );
+    assert_eq!(io.stats(0).tx_ring_full, refused as u64 + 1);
+    io.free(&[d]);
+    // Drain what was queued: everything goes back.
+    let mut got = [Desc::default(); 32];
+    let mut n = 0;
+    for _ in 0..1000 {
+        let k = io.rx_burst(0, &mut got);
+        io.free(&got[..k]);
+        n += k;
+        if n >= queued {
+            break;
+        }
+    }
+    assert_eq!(n, queued);
     assert_eq!(pool.available(), avail0);
 }
