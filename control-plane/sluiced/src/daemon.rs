@@ -1486,8 +1486,19 @@ impl Daemon2 {
             }
         }
         // Packets sent on a rekeyed SA may still be on their way: its
-        // inbound half lingers (as strongSwan's delete_rekeyed_delay).
-        if c.replaced {
+        // inbound half lingers (as strongSwan's delete_rekeyed_delay). So
+        // does that of a CHILD SA whose traffic carries on in another with
+        // the same selectors: the redundant SA of a rekey collision
+        // (RFC 7296 §2.8.1), which the peer may have sent on until it
+        // learnt that it lost.
+        let conn = self.entries.get(&id).map(|e| e.conn);
+        let sibling = self.entries.values().any(|e| {
+            Some(e.conn) == conn
+                && e.children
+                    .iter()
+                    .any(|x| !x.replaced && x.ts == c.ts && x.spi_in != c.spi_in)
+        });
+        if c.replaced || sibling {
             for p in std::mem::take(&mut c.policies) {
                 self.drop_policy(p);
             }
