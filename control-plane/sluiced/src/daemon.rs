@@ -1493,10 +1493,7 @@ impl Daemon2 {
         // learnt that it lost.
         let conn = self.entries.get(&id).map(|e| e.conn);
         let sibling = self.entries.values().any(|e| {
-            Some(e.conn) == conn
-                && e.children
-                    .iter()
-                    .any(|x| !x.replaced && x.ts == c.ts && x.spi_in != c.spi_in)
+            Some(e.conn) == conn && e.children.iter().any(|x| !x.replaced && x.ts == c.ts)
         });
         if c.replaced || sibling {
             for p in std::mem::take(&mut c.policies) {

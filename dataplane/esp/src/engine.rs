@@ -513,7 +513,7 @@ fn take_seqs(items: &mut [EncapItem<'_>]) {
 /// Trailer (padding, pad length, next header), ESP header and IV.
 fn encap_esp_header(it: &mut EncapItem<'_>) {
     let sa = it.sa;
-    let w = &mut it.work;
+    let w = it.work;
     let buf = &mut *it.pkt.buf;
     let tail = w.payload() + it.pkt.len;
     let pad = w.payload_len() - it.pkt.len - 2;

@@ -145,9 +145,8 @@ pub struct Pool {
     /// (NUMA socket, mempool), the first serving any socket not listed.
     mps: Vec<(i32, *mut sys::rte_mempool)>,
     /// Every mbuf of every mempool, by index (the one in its private area),
-    /// with its chunk: what the fast path needs of an mbuf, in one place.
-    /// Each mbuf's chunk (start of the extra headroom, length): fixed for
-    /// the pool's life, so the fast path reads them here, not through FFI.
+    /// with its chunk (start of the extra headroom, length): fixed for the
+    /// pool's life, so the fast path reads them here, not through FFI.
     slots: Vec<Slot>,
     /// Offset of the private area (the index) from the mbuf's address.
     priv_off: usize,
@@ -183,6 +182,7 @@ unsafe extern "C" fn index_mbuf(
 }
 
 /// One mbuf of a pool and its chunk (the extra headroom, then the buffer).
+#[derive(Clone, Copy)]
 struct Slot {
     mbuf: *mut sys::rte_mbuf,
     chunk: *mut u8,
@@ -560,11 +560,41 @@ impl DpdkIo {
 
     /// The mbuf of `d` if the caller owns it.
     fn mbuf(&self, d: Desc) -> Option<*mut sys::rte_mbuf> {
+        self.owned_slot(d).map(|s| s.mbuf)
+    }
+
+    /// The slot of `d`'s mbuf if the caller owns it.
+    fn owned_slot(&self, d: Desc) -> Option<Slot> {
         let i = usize::try_from(d.addr).ok()?;
         if *self.owned.get(i)? {
-            self.pool.slots.get(i).map(|s| s.mbuf)
+            self.pool.slots.get(i).copied()
         } else {
             None
+        }
+    }
+
+    /// Marks mbuf `i` lent for the current call: false if it already was
+    /// (the same descriptor twice) or names no mbuf.
+    fn lend(&mut self, i: usize) -> bool {
+        let Some(w) = self.lent.get_mut(i / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (i % 64);
+        let fresh = *w & bit == 0;
+        *w |= bit;
+        fresh
+    }
+
+    /// Ends a call's lending: clears the bitmap words of `ds`, which hold
+    /// every bit set during the call (so it is all clear between calls).
+    fn end_lending(&mut self, ds: &[Desc]) {
+        for d in ds {
+            if let Some(w) = usize::try_from(d.addr)
+                .ok()
+                .and_then(|i| self.lent.get_mut(i / 64))
+            {
+                *w = 0;
+            }
         }
     }
 
@@ -691,24 +721,16 @@ impl PacketIo for DpdkIo {
         // Packets moved out of the private area (bit per burst position).
         let mut moved = 0u64;
         for d in pkts.iter().take(BURST) {
-            let Some(m) = self.mbuf(*d) else { break };
-            // The same mbuf twice in one burst would be sent (and freed by
-            // the PMD) twice: the burst stops at the second.
-            let i = d.addr as usize;
-            let Some(w) = self.lent.get_mut(i / 64) else {
+            let Some(slot) = self.owned_slot(*d) else {
                 break;
             };
-            if *w & (1u64 << (i % 64)) != 0 {
+            // The same mbuf twice in one burst would be sent (and freed by
+            // the PMD) twice: the burst stops at the second.
+            if !self.lend(d.addr as usize) {
                 break;
             }
-            *w |= 1u64 << (i % 64);
             let (off, len) = (d.off as usize, d.len as usize);
-            let chunk_len = self
-                .pool
-                .slots
-                .get(d.addr as usize)
-                .map_or(0, |s| s.chunk_len);
-            if len == 0 || off + len > chunk_len {
+            if len == 0 || off + len > slot.chunk_len {
                 break;
             }
             let data_off = if off >= EXTRA {
@@ -725,20 +747,15 @@ impl PacketIo for DpdkIo {
                 moved |= 1 << k;
                 0
             };
-            self.scratch[k] = m;
+            self.scratch[k] = slot.mbuf;
             // Both fit u16: the chunk (buffer) is smaller than 64 KiB.
             self.tx_off[k] = data_off as u16;
             self.tx_len[k] = len as u16;
             k += 1;
             bytes += len as u64;
         }
-        // Clear exactly the bits set above (every packet looked at, sent or
-        // not, is among the first k + 1).
-        for d in pkts.iter().take(k + 1) {
-            if let Some(w) = self.lent.get_mut(d.addr as usize / 64) {
-                *w = 0;
-            }
-        }
+        // Every packet looked at, sent or not, is among the first k + 1.
+        self.end_lending(&pkts[..pkts.len().min(k + 1)]);
         if k == 0 {
             return 0;
         }
@@ -839,32 +856,19 @@ impl PacketIo for DpdkIo {
     fn chunks_mut<'a>(&'a mut self, ds: &[Desc], out: &mut [Option<&'a mut [u8]>]) {
         for (d, o) in ds.iter().zip(out.iter_mut()) {
             *o = None;
-            if self.mbuf(*d).is_none() {
-                continue;
-            }
-            let i = d.addr as usize;
-            let Some(w) = self.lent.get_mut(i / 64) else {
+            let Some(slot) = self.owned_slot(*d) else {
                 continue;
             };
-            let bit = 1u64 << (i % 64);
-            if *w & bit != 0 {
+            if !self.lend(d.addr as usize) {
                 continue;
             }
-            *w |= bit;
             // SAFETY: owned by the caller and distinct from every other
-            // chunk handed out in this call (the lent bit); all are tied to
-            // the &'a mut self borrow.
-            *o = Some(unsafe { self.chunk_of(i) });
+            // chunk handed out in this call (the lent bit); the chunk lies
+            // in the pool's memory, alive while self holds the pool, and is
+            // tied to the &'a mut self borrow.
+            *o = Some(unsafe { std::slice::from_raw_parts_mut(slot.chunk, slot.chunk_len) });
         }
-        // Clear exactly the bits that could have been set above.
-        for d in ds.iter().take(out.len()) {
-            if let Some(w) = usize::try_from(d.addr)
-                .ok()
-                .and_then(|i| self.lent.get_mut(i / 64))
-            {
-                *w = 0;
-            }
-        }
+        self.end_lending(&ds[..ds.len().min(out.len())]);
     }
 
     fn service(&mut self) {

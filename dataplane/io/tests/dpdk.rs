@@ -27,6 +27,21 @@ fn eal() {
     .expect("EAL");
 }
 
+/// Up to 32 packets from port 0, polling until `want` have come (or 100
+/// polls).
+fn receive(io: &mut DpdkIo, want: usize) -> Vec<Desc> {
+    let mut got = vec![Desc::default(); 32];
+    let mut n = 0;
+    for _ in 0..100 {
+        n += io.rx_burst(0, &mut got[n..]);
+        if n >= want {
+            break;
+        }
+    }
+    got.truncate(n);
+    got
+}
+
 #[test]
 fn ring_loopback_ownership_and_no_leak() {
     eal();
@@ -67,14 +82,8 @@ fn ring_loopback_ownership_and_no_leak() {
     assert_eq!(io.tx_burst(0, &descs[..1]), 0);
     io.free(&descs); // ignored: not ours any more
 
-    let mut got = vec![Desc::default(); 32];
-    let mut n = 0;
-    for _ in 0..100 {
-        n += io.rx_burst(0, &mut got[n..]);
-        if n >= descs.len() {
-            break;
-        }
-    }
+    let got = receive(&mut io, descs.len());
+    let n = got.len();
     assert_eq!(n, descs.len());
     for (g, (_, frame)) in got[..n].iter().zip(&sent) {
         assert!(g.off as usize >= MIN_HEADROOM, "received at {}", g.off);
@@ -198,14 +207,8 @@ fn a_pool_per_socket_is_one_index_space() {
         rx.free(&[d]);
         d.addr < 255
     }));
-    let mut got = vec![Desc::default(); 32];
-    let mut n = 0;
-    for _ in 0..100 {
-        n += rx.rx_burst(0, &mut got[n..]);
-        if n >= 8 {
-            break;
-        }
-    }
+    let got = receive(&mut rx, 8);
+    let n = got.len();
     assert_eq!(n, 8);
     for (i, g) in got[..n].iter().enumerate() {
         assert_eq!(g.addr, descs[i].addr);
@@ -236,14 +239,8 @@ fn an_mbuf_given_twice_in_one_burst_is_sent_once() {
     assert_eq!(io.tx_burst(0, &[a, a, b]), 1);
     io.free(&[a]); // ignored: sent
     assert_eq!(io.tx_burst(0, &[b]), 1, "the bitmap was cleared");
-    let mut got = [Desc::default(); 8];
-    let mut n = 0;
-    for _ in 0..100 {
-        n += io.rx_burst(0, &mut got[n..]);
-        if n >= 2 {
-            break;
-        }
-    }
+    let got = receive(&mut io, 2);
+    let n = got.len();
     assert_eq!(n, 2);
     assert_ne!(got[0].addr, got[1].addr);
     io.free(&got[..n]);
