@@ -45,19 +45,62 @@ pub fn offline(mine: &AtomicU64) {
     mine.store(OFFLINE, Ordering::Release);
 }
 
-/// Whether the reader with announced epoch `r` may still hold objects
-/// retired at `retired_at`.
-pub fn holds(r: u64, retired_at: u64) -> bool {
-    r != OFFLINE && r < retired_at
-}
-
 /// Whether nothing retired at `retired_at` can still be in use by the readers
 /// whose epochs are given (readers of dead processes must be left out by the
 /// caller).
 pub fn safe<'a>(readers: impl IntoIterator<Item = &'a AtomicU64>, retired_at: u64) -> bool {
+    horizon(readers) >= retired_at
+}
+
+/// The epoch up to which everything retired is safe to reuse for the
+/// readers whose epochs are given: the oldest epoch an online reader
+/// announced (`u64::MAX` with none online). One pass over the readers
+/// answers for any number of retired objects: an object retired at `e` is
+/// safe iff `e <= horizon`.
+pub fn horizon<'a>(readers: impl IntoIterator<Item = &'a AtomicU64>) -> u64 {
     // Pairs with the fence in `quiescent` (see there).
     fence(Ordering::SeqCst);
     readers
         .into_iter()
-        .all(|r| !holds(r.load(Ordering::SeqCst), retired_at))
+        .map(|r| r.load(Ordering::SeqCst))
+        .filter(|&r| r != OFFLINE)
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_horizon_is_the_oldest_online_reader() {
+        let global = AtomicU64::new(1);
+        let (a, b, idle) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        quiescent(&global, &a); // a at 1
+        let retired_at_2 = advance(&global);
+        quiescent(&global, &b); // b at 2
+        offline(&idle);
+        let readers = [&a, &b, &idle];
+        assert_eq!(horizon(readers), 1, "a has not moved on since epoch 1");
+        assert!(safe(readers, 1));
+        assert!(!safe(readers, retired_at_2));
+        quiescent(&global, &a);
+        assert_eq!(horizon(readers), 2);
+        assert!(safe(readers, retired_at_2));
+        let retired_at_3 = advance(&global);
+        assert!(
+            !safe(readers, retired_at_3),
+            "neither passed a quiescent point since"
+        );
+        offline(&a);
+        offline(&b);
+        assert_eq!(
+            horizon(readers),
+            u64::MAX,
+            "no reader online holds anything"
+        );
+        assert!(safe(readers, retired_at_3));
+        assert_eq!(horizon([]), u64::MAX);
+    }
 }

@@ -366,7 +366,14 @@ impl Mapping {
 
     /// Whether every live reader passed a quiescent point since `retired_at`.
     pub(crate) fn grace_passed(&self, retired_at: u64) -> bool {
-        epoch::safe(self.reader_epochs_alive(), retired_at)
+        retired_at <= self.grace_horizon()
+    }
+
+    /// Everything retired at or before this epoch is free of readers (see
+    /// [`epoch::horizon`]). Costs a liveness check per reader slot in use,
+    /// so a batch of retired slots is judged against one horizon.
+    pub(crate) fn grace_horizon(&self) -> u64 {
+        epoch::horizon(self.reader_epochs_alive())
     }
 }
 

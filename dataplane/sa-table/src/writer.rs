@@ -262,16 +262,22 @@ impl Writer {
     /// Returns how many were reclaimed. Call it regularly (e.g. once per
     /// control-plane tick); `insert_sa` also calls it when no slot is free.
     pub fn reclaim(&mut self) -> usize {
-        let before = self.free.len();
-        let mut keep = Vec::new();
-        for (slot, at) in std::mem::take(&mut self.retired) {
-            if self.m.grace_passed(at) {
-                self.free.push(slot);
-            } else {
-                keep.push((slot, at));
-            }
+        if self.retired.is_empty() {
+            return 0;
         }
-        self.retired = keep;
+        let before = self.free.len();
+        // One look at the readers for the whole list: each look checks that
+        // the reader processes live (a /proc read each), and a table
+        // attached at start retires every free slot at once.
+        let horizon = self.m.grace_horizon();
+        let free = &mut self.free;
+        self.retired.retain(|&(slot, at)| {
+            let passed = at <= horizon;
+            if passed {
+                free.push(slot);
+            }
+            !passed
+        });
         self.free.len() - before
     }
 
