@@ -15,7 +15,7 @@ mod dpdk;
 mod metrics;
 
 use sluice_dp::fib::Fib;
-use sluice_dp::netlink::Netlink;
+use sluice_dp::netlink::{Netlink, Watch};
 use sluice_dp::worker::{NoPolicy, Port, PortRole, Shared, Worker};
 use sluice_ebpf::{AttachMode, Class, Role, Steering};
 use sluice_esp::{Backend, DropReason};
@@ -342,6 +342,16 @@ fn run(o: Opts) -> Result<(), String> {
     };
     let [out_name, in_name] = &ifnames;
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    // Subscribed before the first dump, so no change falls between the two.
+    let mut watch = match Watch::open() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log(format!(
+                "netlink announcements: {e}; routes and neighbours are read once a second"
+            ));
+            None
+        }
+    };
     let tables = nl.tables().map_err(|e| format!("netlink dump: {e}"))?;
     let fib = Fib::new(&tables);
     let out_if = fib
@@ -493,6 +503,7 @@ fn run(o: Opts) -> Result<(), String> {
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
     let mut last_stats = Instant::now();
     let mut last_dump = Instant::now();
+
     let latest: metrics::Latest = Default::default();
     if let Some(addr) = o.metrics {
         metrics::serve(addr, latest.clone())?;
@@ -529,7 +540,10 @@ fn run(o: Opts) -> Result<(), String> {
                 let _ = s.send_to_addr(&pid.to_le_bytes(), a);
             }
         }
-        if now.duration_since(last_dump) >= Duration::from_millis(200) {
+        // Announced changes are picked up within a tick; the periodic dump
+        // is the backstop (a watch that failed to open, a missed change).
+        let announced = watch.as_mut().is_some_and(Watch::changed);
+        if announced || now.duration_since(last_dump) >= Duration::from_secs(1) {
             last_dump = now;
             match nl.tables() {
                 Ok(t) => {

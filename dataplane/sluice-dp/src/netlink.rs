@@ -2,9 +2,12 @@
 //! rtnetlink dumps (RFC 3549) over a raw NETLINK_ROUTE socket.
 //!
 //! The data plane forwards with the namespace's own routing and neighbour
-//! tables: a control thread dumps them every few hundred milliseconds and
-//! publishes a [`crate::fib::Fib`] snapshot that workers read without locks.
-//! A dump of a small table costs a few tens of microseconds.
+//! tables: a control thread dumps them when the kernel announces a change
+//! (a [`Watch`] on the link, address, route and neighbour groups; a
+//! neighbour the data plane asked for is usable a tick after the kernel
+//! resolved it) and once a second in any case, and publishes a
+//! [`crate::fib::Fib`] snapshot that workers read without locks. A dump of
+//! a small table costs a few tens of microseconds.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -145,24 +148,35 @@ fn u32_of(b: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
 }
 
+/// A NETLINK_ROUTE socket (in the calling thread's network namespace),
+/// with `flags` (e.g. `SOCK_NONBLOCK`) besides close-on-exec.
+fn route_socket(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// recv(2) into `buf`: the bytes read, or a negative value (errno set).
+fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> isize {
+    // SAFETY: recv into a buffer we borrow mutably, of its length.
+    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) }
+}
+
 impl Netlink {
     /// Opens the socket (in the calling thread's network namespace).
     pub fn open() -> io::Result<Netlink> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Netlink {
-            fd,
+            fd: route_socket(0)?,
             seq: 1,
             buf: vec![0; 1 << 16],
         })
@@ -202,15 +216,7 @@ impl Netlink {
             return Err(io::Error::last_os_error());
         }
         loop {
-            // SAFETY: recv into our own buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
+            let n = recv(&self.fd, &mut self.buf, 0);
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -365,6 +371,66 @@ impl Netlink {
     }
 }
 
+/// Multicast groups (`RTMGRP_*`, linux/rtnetlink.h) whose announcements
+/// change what [`Netlink::tables`] returns: links, IPv4 and IPv6
+/// addresses and routes, neighbours.
+const WATCHED_GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
+
+/// A non-blocking rtnetlink socket subscribed to the kernel's change
+/// announcements: tells the control thread when a dump is worth taking.
+#[derive(Debug)]
+pub struct Watch {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    /// Subscribes (in the calling thread's network namespace).
+    pub fn open() -> io::Result<Watch> {
+        let fd = route_socket(libc::SOCK_NONBLOCK)?;
+        // SAFETY: a zeroed sockaddr_nl is valid; bind reads exactly its size.
+        let rc = unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            sa.nl_family = libc::AF_NETLINK as u16;
+            sa.nl_groups = WATCHED_GROUPS;
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Watch {
+            fd,
+            buf: vec![0; 1 << 16],
+        })
+    }
+
+    /// Whether the kernel announced a change since the last call (all
+    /// pending announcements are read). A socket that overflowed (the
+    /// kernel dropped announcements) counts as a change too.
+    pub fn changed(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let n = recv(&self.fd, &mut self.buf, libc::MSG_DONTWAIT);
+            if n > 0 {
+                any = true;
+                continue;
+            }
+            if n == 0 {
+                return any;
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOBUFS) => any = true,
+                _ => return any,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +466,72 @@ mod tests {
             .addrs
             .iter()
             .any(|a| a.index == lo.index && a.addr == IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+
+    /// The watch sees a neighbour the kernel learns, and nothing while
+    /// nothing changes. Runs in a network namespace of its own.
+    #[test]
+    fn a_watch_sees_a_new_neighbour() {
+        use std::os::fd::AsRawFd as _;
+        use std::process::Command;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (creates a network namespace)");
+            return;
+        }
+        struct Ns(String);
+        impl Drop for Ns {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let ns = Ns(format!("sl-nlw{}-", std::process::id()));
+        let ip = |args: &[&str]| {
+            let ok = Command::new("ip")
+                .arg("-n")
+                .arg(&ns.0)
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        };
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .is_ok_and(|s| s.success()));
+        ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        ip(&["link", "set", "d0", "up"]);
+        // The watch is opened in the namespace from a thread that moved
+        // there (namespaces are per thread); the socket stays in it.
+        let path = format!("/run/netns/{}", ns.0);
+        let mut w = std::thread::spawn(move || {
+            let f = std::fs::File::open(path).unwrap();
+            // SAFETY: an open namespace file; only this thread moves.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+            Watch::open().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(!w.changed(), "nothing changed since it opened");
+        ip(&[
+            "neigh",
+            "add",
+            "198.18.7.9",
+            "lladdr",
+            "02:00:00:00:07:09",
+            "dev",
+            "d0",
+        ]);
+        let mut seen = false;
+        for _ in 0..100 {
+            if w.changed() {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(seen, "no announcement of the new neighbour within 1 s");
+        assert!(!w.changed(), "one change is reported once");
     }
 }
