@@ -33,7 +33,7 @@ declare -A WHAT=(
   [rekey-all-two]="both appliances rekey their CHILD SAs every ~2 s and the IKE SA every ~3 s (equal lifetimes; collisions and TEMPORARY_FAILUREs counted when they occur) under iperf3: no stall, no ESP drops, both end with the same CHILD SAs"
   [reauth-two]="IKE SA reauthenticated every ~3 s by appliance A (reauth_time, RFC 7296 §2.8.3: a new IKE SA and CHILD SAs, then the old deleted) under iperf3 traffic: no stall, no ESP drops"
   [rekey-volume]="lifetime_bytes = 300 MB on appliance A: CHILD SAs rekeyed at 9/10 of it under iperf3 traffic, before the hard limit, no stall"
-  [trap-on-traffic]="appliance A with start_action = trap: the first packet hits a trap policy, sluice-dp reports it, sluiced initiates; IPv4 and IPv6 then flow"
+  [trap-on-traffic]="appliance A with start_action = trap: the first packet hits a trap policy, sluice-dp reports it, sluiced initiates; IPv4 flows within 1 s of the first packet with nothing lost after, IPv6 too"
   [manual-api]="Sluice to Sluice with manually keyed SAs (no IKE) created through the REST API on both: ping counted exactly in the API's and the /metrics counters (promtool-checked), iperf3 IPv4 and IPv6; sluiced restarted keeps the SAs, their counters and sequence numbers"
   [two-appliances-mq]="Sluice to Sluice on 2-queue veths, 2 workers each, 4 TCP streams: one SA's ESP on both queues (handoff to the window's owner; with BACKEND=dpdk, both workers busy), counters equal, no replay drops"
 )
@@ -436,13 +436,27 @@ for s in "${SCEN[@]}"; do
         sleep 0.5
         [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 0 ] || { echo "    A negotiated before any traffic"; ok=0; }
         grep -m1 'trap policies installed' "$W/a.log" | sed 's/.*daemon: /    A: /'
-        r=$(pings $hA 20 198.19.1.2 198.19.2.2); echo "    ping 198.19.1.2 -> 198.19.2.2 from cold: $r/20"
-        [ "${r:-0}" -ge 15 ] || ok=0
+        # The first ping is dropped by the trap, the tunnel comes up behind it,
+        # the first one through may be dropped while B resolves host B's
+        # address: how many are lost depends on how fast that goes, so what is
+        # checked is that traffic flows within a second of the first packet
+        # and that nothing is lost once it does.
+        seqs=$(ping_seqs $hA 20 198.19.1.2 198.19.2.2 | tr '\n' ' ')
+        read -r -a got <<< "$seqs"
+        first=${got[0]:-none}
+        lost_after=$(( ${#got[@]} > 0 ? 20 - first + 1 - ${#got[@]} : 0 ))
+        echo "    ping 198.19.1.2 -> 198.19.2.2 from cold: ${#got[@]}/20, the first reply to ping $first, $lost_after lost after it"
+        [ "$first" != none ] && [ "$first" -le 10 ] && [ "$lost_after" = 0 ] || ok=0
         grep -m1 'acquire' "$W/dpa.log" | sed 's/^/    /'
         grep -m1 'acquire: traffic' "$W/a.log" | sed 's/.*daemon: /    A: /' | grep . || { echo "    sluiced saw no acquire"; ok=0; }
         for _ in $(seq 50); do [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] && break; sleep 0.1; done
         echo "    CHILD SAs installed on A: $(grep -c 'CHILD_SA installed' "$W/a.log")"
         [ "$(grep -c 'CHILD_SA installed' "$W/a.log")" = 2 ] || ok=0
+        # From the acquire to the first CHILD SA in the table, from A's log.
+        { grep -m1 'acquire: traffic' "$W/a.log"; grep -m1 'CHILD_SA installed' "$W/a.log"; } |
+          awk '{ split(substr($1, 12, 15), t, ":"); s[NR] = t[1] * 3600 + t[2] * 60 + t[3] }
+               END { if (NR == 2) printf "    A: acquire to CHILD SA installed: %.1f ms\n", (s[2] - s[1]) * 1000 }'
+        echo "    packets dropped while next hops were resolved (neigh_unresolved): A $(dp_counter "$W/a/sa-table" neigh_unresolved), B $(dp_counter "$W/b/sa-table" neigh_unresolved)"
         pings $hA 2 2001:db8:1::2 2001:db8:2::2 > /dev/null # neighbour discovery on three links
         r=$(pings $hA 10 2001:db8:1::2 2001:db8:2::2); echo "    ping 2001:db8:1::2 -> 2001:db8:2::2: $r/10"
         [ "${r:-0}" -ge 9 ] || ok=0
