@@ -77,10 +77,19 @@ uint16_t sluice_rx_burst_pkts(uint16_t port, uint16_t queue, struct rte_mbuf **p
 
 /* Makes each mbuf one segment of len[i] bytes at off[i], then
  * rte_eth_tx_burst: returns how many the queue took (a prefix). */
+/* Sets each packet's place and length, then sends. Only the fields in the
+ * mbuf's first cache line are written: the packets are single-segment mbufs
+ * already (sluice-io drops chained ones on receive, and an mbuf allocated
+ * or freed is one), so next, in the second line, is NULL and stays so. */
 uint16_t sluice_tx_burst_pkts(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
 			      const uint16_t *off, const uint16_t *len, uint16_t n) {
-	for (uint16_t i = 0; i < n; i++)
-		reset_to(pkts[i], off[i], len[i]);
+	for (uint16_t i = 0; i < n; i++) {
+		struct rte_mbuf *m = pkts[i];
+		m->data_off = off[i];
+		m->data_len = len[i];
+		m->pkt_len = len[i];
+		m->ol_flags = 0;
+	}
 	return rte_eth_tx_burst(port, queue, pkts, n);
 }
 
