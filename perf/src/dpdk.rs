@@ -1,11 +1,20 @@
 //! `sluice-perf dpdk`: per-core ESP encapsulation with DPDK I/O, against
 //! the raw AEAD roof measured in the same run.
 //!
-//! One worker loop on one core: receive a burst from a `net_null` port
-//! (DPDK's null PMD hands out mbufs without touching the wire or the
-//! kernel), write the inner IPv4 header, encrypt in place with the ESP
-//! engine (tunnel mode, UDP-encapsulated, as the data plane does), put the
-//! Ethernet header back and send the burst to the port, which frees it.
+//! One worker loop on one core: receive a burst from a DPDK virtual port,
+//! write the inner IPv4 header, encrypt in place with the ESP engine
+//! (tunnel mode, UDP-encapsulated, as the data plane does) and send the
+//! burst to the port. Two ports, neither touching a wire or the kernel:
+//! - `net_null`: the null PMD allocates an mbuf for every packet received
+//!   and frees every packet sent, one at a time (a NIC's PMD refills and
+//!   frees in bulk): its own cost is part of the figure;
+//! - `net_ring`: a ring PMD whose transmit queue feeds its receive queue,
+//!   so one burst of mbufs goes round without the mempool; what the ring
+//!   costs is two bulk ring operations per burst, so the figure is the
+//!   data plane's own cost (`sluice_io::dpdk` and the engine). A packet is
+//!   sent laid out as it was received (the ring hands an mbuf back as it
+//!   was sent, which a NIC never does).
+//!
 //! The roof seals the same number of bytes per packet with the same cipher,
 //! at the same offset in a buffer as the engine's payload (alignment matters
 //! to the AES-GCM code), and nothing else. Both run in alternating rounds; the ratio is the
@@ -26,6 +35,26 @@ use std::time::Duration;
 
 const ETH: usize = 14;
 
+/// The virtual port the loop runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vdev {
+    Null,
+    Ring,
+}
+
+impl Vdev {
+    fn name(self) -> &'static str {
+        match self {
+            Vdev::Null => "net_null",
+            Vdev::Ring => "net_ring",
+        }
+    }
+}
+
+/// Where `net_null` puts a frame in the chunk (the mbuf headroom after the
+/// chunk's extra headroom): the ring loop's frames sit there too.
+const RX_OFF: u32 = 256;
+
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let quick = args.iter().any(|a| a == "--quick");
     let (rounds, round_time) = if quick {
@@ -36,6 +65,12 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     let sizes: Vec<usize> = match crate::opt(args, "--size") {
         Some(s) => s.parse().into_iter().collect(),
         None => vec![64, 512, 1420],
+    };
+    let vdevs = match crate::opt(args, "--io") {
+        None => vec![Vdev::Null, Vdev::Ring],
+        Some("null" | "net_null") => vec![Vdev::Null],
+        Some("ring" | "net_ring") => vec![Vdev::Ring],
+        Some(other) => panic_free_exit(&format!("--io {other}: null or ring")),
     };
     let huge = dpdk::hugepages_available();
     let mut eal: Vec<String> = vec![
@@ -50,23 +85,62 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     for (i, s) in sizes.iter().enumerate() {
         eal.push(format!("--vdev=net_null{i},size={}", s + ETH));
     }
+    eal.push("--vdev=net_ring0".into());
     if let Err(e) = dpdk::init(&eal) {
         panic_free_exit(&e);
     }
     let pool = Pool::new("perf", 8191, -1).unwrap_or_else(|e| panic_free_exit(&e));
-    for (i, &size) in sizes.iter().enumerate() {
-        let port =
-            Port::start(&format!("net_null{i}"), 1, &pool).unwrap_or_else(|e| panic_free_exit(&e));
-        let mut io = DpdkIo::new(&pool, &[&port], 0).unwrap_or_else(|e| panic_free_exit(&e));
-        for alg in [Algorithm::AesGcm128, Algorithm::AesGcm256] {
-            bench(&mut io, alg, size.max(20), rounds, round_time, huge);
+    let ring = Port::start("net_ring0", 1, &pool).unwrap_or_else(|e| panic_free_exit(&e));
+    for vdev in vdevs {
+        for (i, &size) in sizes.iter().enumerate() {
+            let null;
+            let port = match vdev {
+                Vdev::Null => {
+                    null = Port::start(&format!("net_null{i}"), 1, &pool)
+                        .unwrap_or_else(|e| panic_free_exit(&e));
+                    &null
+                }
+                Vdev::Ring => &ring,
+            };
+            let mut io = DpdkIo::new(&pool, &[port], 0).unwrap_or_else(|e| panic_free_exit(&e));
+            if vdev == Vdev::Ring {
+                prime_ring(&mut io, size);
+            }
+            for alg in [Algorithm::AesGcm128, Algorithm::AesGcm256] {
+                bench(&mut io, vdev, alg, size.max(20), rounds, round_time, huge);
+            }
+            if vdev == Vdev::Ring {
+                let mut ds = [Desc::default(); BURST];
+                let n = io.rx_burst(0, &mut ds);
+                io.free(&ds[..n]);
+            }
         }
     }
     ExitCode::SUCCESS
 }
 
+/// Sends a burst of packets of `size` into the ring port, for the loop to
+/// receive.
+fn prime_ring(io: &mut DpdkIo, size: usize) {
+    let mut ds = [Desc::default(); BURST];
+    for d in &mut ds {
+        let a = io
+            .alloc()
+            .unwrap_or_else(|| panic_free_exit("mempool empty"));
+        *d = Desc {
+            off: RX_OFF,
+            len: (size + ETH) as u32,
+            ..a
+        };
+    }
+    if io.tx_burst(0, &ds) < BURST {
+        panic_free_exit("the ring refused the packets to go round");
+    }
+}
+
 fn bench(
     io: &mut DpdkIo,
+    vdev: Vdev,
     alg: Algorithm,
     size: usize,
     rounds: usize,
@@ -101,10 +175,17 @@ fn bench(
             let mut ds = [Desc::default(); BURST];
             let n = io.rx_burst(0, &mut ds);
             if n < BURST {
-                // net_null fills every burst; a short one means the pool
-                // ran low: counted, not measured.
+                // Both ports fill every burst; a short one means the pool
+                // ran low (net_null) or the ring lost packets: counted, not
+                // measured.
                 short += 1;
-                io.free(&ds[..n]);
+                match vdev {
+                    Vdev::Null => io.free(&ds[..n]),
+                    Vdev::Ring => {
+                        let sent = io.tx_burst(0, &ds[..n]);
+                        io.free(&ds[sent..n]);
+                    }
+                }
                 return;
             }
             let mut chunks: [Option<&mut [u8]>; BURST] = [const { None }; BURST];
@@ -122,8 +203,11 @@ fn bench(
             black_box(encap_burst(&mut items));
             // The chunks' borrow of io ends with the last use of items.
             for (d, it) in ds.iter_mut().zip(&items) {
-                d.off = (it.pkt.head - ETH) as u32;
-                d.len = (it.pkt.len + ETH) as u32;
+                (d.off, d.len) = match vdev {
+                    Vdev::Null => ((it.pkt.head - ETH) as u32, (it.pkt.len + ETH) as u32),
+                    // Round again as received (see the module's doc).
+                    Vdev::Ring => (RX_OFF, (size + ETH) as u32),
+                };
             }
             drop(items);
             let sent = io.tx_burst(0, &ds);
@@ -141,10 +225,14 @@ fn bench(
         },
     );
     if short > 0 {
-        eprintln!("sluice-perf dpdk: {short} short bursts from net_null (the pool ran low?)");
+        eprintln!(
+            "sluice-perf dpdk: {short} short bursts from {}",
+            vdev.name()
+        );
     }
     let head = format!(
-        "\"bench\":\"dpdk\",\"io\":\"net_null\",\"hugepages\":{huge},\"backend\":\"{}\",\"alg\":\"{}\",\"op\":\"encap\"",
+        "\"bench\":\"dpdk\",\"io\":\"{}\",\"hugepages\":{huge},\"backend\":\"{}\",\"alg\":\"{}\",\"op\":\"encap\"",
+        vdev.name(),
         backend.name(),
         alg.name()
     );
