@@ -143,8 +143,9 @@ dp_counter() { # table name (drop reason or event)
 pings() { # ns count src dst -> replies
   x "$1" ping -n -q -c "$2" -i 0.1 -W 1 -I "$3" "$4" 2>/dev/null | sed -n 's/.* \([0-9]*\) received.*/\1/p'
 }
-ping_seqs() { # ns count src dst -> the icmp_seq of each reply, one per line
-  x "$1" ping -n -c "$2" -i 0.1 -W 1 -I "$3" "$4" 2>/dev/null | sed -n 's/.*bytes from .*icmp_seq=\([0-9]*\) .*/\1/p'
+ping_seqs() { # ns count src dst -> the icmp_seq of each ping answered, ascending, once each
+  x "$1" ping -n -c "$2" -i 0.1 -W 1 -I "$3" "$4" 2>/dev/null |
+    sed -n 's/.*bytes from .*icmp_seq=\([0-9]*\) .*/\1/p' | sort -n -u
 }
 iperf() { # client-ns server-ns server-addr [-R] -> Mbit/s of the receiver
   local srv=$2 addr=$3; shift 3

@@ -50,8 +50,9 @@ extern "C" {
         info: *mut sluice_pkt,
         n: u16,
     ) -> u16;
-    /// Makes each mbuf one segment (`off[i]`, `len[i]`), then
-    /// `rte_eth_tx_burst`.
+    /// Sets each mbuf's data to `len[i]` bytes at `off[i]`, then
+    /// `rte_eth_tx_burst`. The mbufs must be single-segment (`nb_segs` 1,
+    /// `next` NULL): only their first cache line is written.
     pub fn sluice_tx_burst_pkts(
         port: u16,
         queue: u16,

@@ -75,12 +75,11 @@ uint16_t sluice_rx_burst_pkts(uint16_t port, uint16_t queue, struct rte_mbuf **p
 	return got;
 }
 
-/* Makes each mbuf one segment of len[i] bytes at off[i], then
- * rte_eth_tx_burst: returns how many the queue took (a prefix). */
-/* Sets each packet's place and length, then sends. Only the fields in the
- * mbuf's first cache line are written: the packets are single-segment mbufs
- * already (sluice-io drops chained ones on receive, and an mbuf allocated
- * or freed is one), so next, in the second line, is NULL and stays so. */
+/* Sets each packet to len[i] bytes at off[i] of its buffer, then
+ * rte_eth_tx_burst: returns how many the queue took (a prefix). The mbufs
+ * must be single-segment already (nb_segs 1, next NULL): only the fields in
+ * the mbuf's first cache line are written. sluice-io holds no other kind
+ * (it drops chained frames on receive; an allocated mbuf is reset). */
 uint16_t sluice_tx_burst_pkts(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
 			      const uint16_t *off, const uint16_t *len, uint16_t n) {
 	for (uint16_t i = 0; i < n; i++) {

@@ -760,8 +760,9 @@ impl PacketIo for DpdkIo {
             return 0;
         }
         // SAFETY: scratch[..k] are mbufs the caller handed over, with
-        // offsets and lengths that fit their buffers; the shim makes each a
-        // single segment and the PMD takes a prefix, freeing them when sent.
+        // offsets and lengths that fit their buffers, each single-segment
+        // (chained frames are dropped on receive, allocated ones are reset);
+        // the PMD takes a prefix, freeing them when sent.
         let sent = usize::from(unsafe {
             sys::sluice_tx_burst_pkts(
                 id,

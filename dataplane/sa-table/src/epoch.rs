@@ -12,8 +12,8 @@
 //!  reader:  ...lookup (may find X)... ; quiescent(): mine = global ; fence ; lookup (cannot find X)
 //! ```
 //!
-//! `offline` uses a Release store; `safe` reads reader epochs after a SeqCst
-//! fence, and `quiescent` fences after its store: with the two fences, a
+//! `offline` uses a Release store; `horizon` (and `safe` through it) reads
+//! reader epochs after a SeqCst fence, and `quiescent` fences after its store: with the two fences, a
 //! reader coming back online either is seen by the writer (which then waits
 //! for it) or sees the unlink in all its later loads.
 
@@ -33,7 +33,7 @@ pub fn advance(global: &AtomicU64) -> u64 {
 pub fn quiescent(global: &AtomicU64, mine: &AtomicU64) {
     let e = global.load(Ordering::SeqCst);
     mine.store(e, Ordering::SeqCst);
-    // Pairs with the fence in `safe`: either the writer sees this epoch, or
+    // Pairs with the fence in `horizon`: either the writer sees this epoch, or
     // every later load of this reader sees what the writer unlinked before
     // its fence (coming back online from OFFLINE needs this).
     fence(Ordering::SeqCst);

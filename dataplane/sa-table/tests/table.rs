@@ -675,3 +675,34 @@ impl XorShift {
         (self.0 >> 32) as u32
     }
 }
+
+#[test]
+fn one_reclaim_frees_what_readers_left_and_keeps_the_rest() {
+    // Two slots retired on either side of a reader's quiescent point: one
+    // reclaim frees the first and keeps the second until the reader moves
+    // on again.
+    let p = tmp("partial");
+    let mut w = Writer::create_or_attach(&p, CAP).unwrap();
+    let r = Reader::attach(&p).unwrap();
+    let mut t = r.register_thread().unwrap();
+    t.quiescent();
+    w.reclaim(); // the free slots retired at attach
+    let a = w.insert_sa(&sa(1, Direction::Inbound, 0x1)).unwrap();
+    let b = w.insert_sa(&sa(2, Direction::Inbound, 0x2)).unwrap();
+    let retired = w.retired_slots();
+    w.delete_sa(a).unwrap();
+    t.quiescent();
+    w.delete_sa(b).unwrap();
+    assert_eq!(w.retired_slots(), retired + 2);
+    assert_eq!(
+        w.reclaim(),
+        1,
+        "only the slot retired before the quiescent point"
+    );
+    assert_eq!(w.retired_slots(), retired + 1);
+    assert_eq!(w.reclaim(), 0);
+    t.quiescent();
+    assert_eq!(w.reclaim(), 1);
+    assert_eq!(w.retired_slots(), retired);
+    let _ = std::fs::remove_file(&p);
+}

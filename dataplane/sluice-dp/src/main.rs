@@ -503,6 +503,9 @@ fn run(o: Opts) -> Result<(), String> {
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
     let mut last_stats = Instant::now();
     let mut last_dump = Instant::now();
+    // An announced change not dumped yet, and how long to leave between
+    // dumps for announced changes.
+    let (mut changed, mut dump_gap) = (false, Duration::from_millis(20));
 
     let latest: metrics::Latest = Default::default();
     if let Some(addr) = o.metrics {
@@ -540,11 +543,16 @@ fn run(o: Opts) -> Result<(), String> {
                 let _ = s.send_to_addr(&pid.to_le_bytes(), a);
             }
         }
-        // Announced changes are picked up within a tick; the periodic dump
-        // is the backstop (a watch that failed to open, a missed change).
-        let announced = watch.as_mut().is_some_and(Watch::changed);
-        if announced || now.duration_since(last_dump) >= Duration::from_secs(1) {
+        // Announced changes are picked up within a tick, but a dump at most
+        // every ten times as long as the last one took (a big table under
+        // churn costs this thread at most a tenth of a core); the periodic
+        // dump is the backstop (a watch that failed to open, a missed change).
+        changed |= watch.as_mut().is_some_and(Watch::changed);
+        let since = now.duration_since(last_dump);
+        if (changed && since >= dump_gap) || since >= Duration::from_secs(1) {
             last_dump = now;
+            changed = false;
+            let took = Instant::now();
             match nl.tables() {
                 Ok(t) => {
                     let fib = Fib::new(&t);
@@ -566,6 +574,7 @@ fn run(o: Opts) -> Result<(), String> {
                 }
                 Err(e) => log(format!("netlink dump: {e}")),
             }
+            dump_gap = (took.elapsed() * 10).max(Duration::from_millis(20));
             asked.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
             acquired.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
         }
