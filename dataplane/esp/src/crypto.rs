@@ -74,6 +74,7 @@ impl Algorithm {
     }
 
     /// Whether this is a combined-mode (AEAD) transform.
+    #[inline]
     pub fn is_aead(self) -> bool {
         !matches!(
             self,
@@ -102,6 +103,7 @@ impl Algorithm {
     }
 
     /// Length of the IV carried in each packet (RFC 4106 §3.1: 8; RFC 3602: 16).
+    #[inline]
     pub fn iv_len(self) -> usize {
         if self.is_aead() {
             8
@@ -112,6 +114,7 @@ impl Algorithm {
 
     /// Alignment of the encrypted payload plus trailer (RFC 4303 §2.4: 4 bytes,
     /// or the cipher's block size for CBC).
+    #[inline]
     pub fn pad_align(self) -> usize {
         if self.is_aead() {
             4
@@ -357,6 +360,7 @@ impl Cipher {
     }
 
     /// The transform.
+    #[inline]
     pub fn algorithm(&self) -> Algorithm {
         self.alg
     }

@@ -106,6 +106,7 @@ impl OutboundSa {
     }
 
     /// Headroom this SA's encapsulation needs in front of the inner packet.
+    #[inline]
     pub fn headroom(&self) -> usize {
         self.tunnel.header_len()
             + if self.encap.is_some() {
@@ -118,6 +119,7 @@ impl OutboundSa {
     }
 
     /// Tailroom this SA's encapsulation needs after the inner packet, at most.
+    #[inline]
     pub fn tailroom(&self) -> usize {
         self.cipher.algorithm().pad_align() - 1 + 2 + ICV_LEN
     }

@@ -104,6 +104,7 @@ impl<'a> PacketBuf<'a> {
     }
 
     /// The packet bytes (empty if `head`/`len` lie outside the buffer).
+    #[inline]
     pub fn data(&self) -> &[u8] {
         self.buf
             .get(self.head..self.head.saturating_add(self.len))
@@ -111,11 +112,13 @@ impl<'a> PacketBuf<'a> {
     }
 
     /// Room before the packet.
+    #[inline]
     pub fn headroom(&self) -> usize {
         self.head.min(self.buf.len())
     }
 
     /// Room after the packet.
+    #[inline]
     pub fn tailroom(&self) -> usize {
         self.buf
             .len()

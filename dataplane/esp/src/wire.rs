@@ -76,6 +76,7 @@ pub fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
 }
 
 /// Folds and complements a checksum sum.
+#[inline]
 pub fn checksum_finish(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -89,6 +90,7 @@ pub fn ipv4_checksum(hdr: &[u8]) -> u16 {
     checksum_finish(checksum_add(0, hdr))
 }
 
+#[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -97,10 +99,12 @@ pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+#[inline]
 pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+#[inline]
 pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
