@@ -33,6 +33,28 @@ impl Random for OsRandom {
 }
 
 /// A CHILD SA written into the table.
+/// How far ahead of a soft volume limit a CHILD SA is rekeyed at its
+/// current rate: the checks come every 100 ms, a late one and the
+/// CREATE_CHILD_SA round trip must fit before the hard limit (10% later).
+const VOLUME_LEAD: Duration = Duration::from_millis(300);
+
+/// Whether a soft volume limit (`soft`; 0 = none) is reached by `used`, or
+/// would be within [`VOLUME_LEAD`] at the rate since the last check (`prev`
+/// then, `dt` ago).
+fn soft_due(soft: u64, used: u64, prev: u64, dt: Duration) -> bool {
+    if soft == 0 {
+        return false;
+    }
+    if used >= soft {
+        return true;
+    }
+    if dt.is_zero() {
+        return false;
+    }
+    let ahead = used.saturating_sub(prev) as f64 * VOLUME_LEAD.as_secs_f64() / dt.as_secs_f64();
+    used as f64 + ahead >= soft as f64
+}
+
 struct Installed {
     spi_in: u32,
     spi_out: u32,
@@ -47,6 +69,8 @@ struct Installed {
     /// hard.
     soft: (u64, u64),
     hard: (u64, u64),
+    /// The volume check before: when, and (bytes, packets) then.
+    volume_seen: (Instant, u64, u64),
     /// A rekey of it was asked for.
     rekeying: bool,
     /// Rekeyed by the peer: the new outbound SA its policies move to once
@@ -987,6 +1011,11 @@ impl Daemon2 {
                     (0, 0)
                 };
                 let over = |limit: u64, v: u64| limit > 0 && v >= limit;
+                let (then, bytes_then, packets_then) = c.volume_seen;
+                if check_volume {
+                    c.volume_seen = (now, used.0, used.1);
+                }
+                let dt = now.saturating_duration_since(then);
                 if c.expire_at.is_some_and(|t| t <= now)
                     || over(c.hard.0, used.0)
                     || over(c.hard.1, used.1)
@@ -994,9 +1023,21 @@ impl Daemon2 {
                     c.expire_at = None;
                     c.hard = (0, 0);
                     expired.push(c.spi_in);
-                } else if !c.rekeying && (over(c.soft.0, used.0) || over(c.soft.1, used.1)) {
+                } else if !c.rekeying
+                    && check_volume
+                    && (soft_due(c.soft.0, used.0, bytes_then, dt)
+                        || soft_due(c.soft.1, used.1, packets_then, dt))
+                {
+                    let mbps = used.0.saturating_sub(bytes_then) as f64
+                        / dt.as_secs_f64().max(1e-3)
+                        * 8e-6;
+                    let verb = if over(c.soft.0, used.0) || over(c.soft.1, used.1) {
+                        "reached"
+                    } else {
+                        "nears"
+                    };
                     info!(
-                        "CHILD_SA {:08x}_i reached its soft volume limit ({} bytes, {} packets)",
+                        "CHILD_SA {:08x}_i {verb} its soft volume limit ({} bytes, {} packets, {mbps:.0} Mbit/s): rekeying",
                         c.spi_in, used.0, used.1
                     );
                     c.rekey_at = Some(now);
@@ -1413,6 +1454,7 @@ impl Daemon2 {
                 expire_at: life.hard.map(|t| Instant::now() + t),
                 soft: (soft(life.hard_bytes), soft(life.hard_packets)),
                 hard: (life.hard_bytes, life.hard_packets),
+                volume_seen: (Instant::now(), 0, 0),
                 rekeying: false,
                 successor: None,
                 replaced: false,
@@ -1603,6 +1645,25 @@ fn join(ts: &[Selector]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_soft_volume_limit_is_due_ahead_at_the_rate_seen() {
+        let ms = Duration::from_millis;
+        // No limit, or far from it at a slow rate: not due.
+        assert!(!soft_due(0, 1 << 40, 0, ms(100)));
+        assert!(!soft_due(1000, 500, 490, ms(100)));
+        // Reached: due, whatever the rate.
+        assert!(soft_due(1000, 1000, 1000, ms(100)));
+        assert!(soft_due(1000, 1500, 0, Duration::ZERO));
+        // 900 now, 100 more every 100 ms: 1000 in 100 ms, within the lead.
+        assert!(soft_due(1000, 900, 800, ms(100)));
+        // 50 per 100 ms: 1000 only in 200 ms... still within 300 ms.
+        assert!(soft_due(1000, 900, 850, ms(100)));
+        // 20 per 100 ms: 960 in 300 ms, not yet.
+        assert!(!soft_due(1000, 900, 880, ms(100)));
+        // No time since the last check: only the count decides.
+        assert!(!soft_due(1000, 999, 0, Duration::ZERO));
+    }
 
     #[test]
     fn prefixes_from_ranges() {
