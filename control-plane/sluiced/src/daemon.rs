@@ -32,7 +32,6 @@ impl Random for OsRandom {
     }
 }
 
-/// A CHILD SA written into the table.
 /// How far ahead of a soft volume limit a CHILD SA is rekeyed at its
 /// current rate: the checks come every 100 ms, a late one and the
 /// CREATE_CHILD_SA round trip must fit before the hard limit (10% later).
@@ -55,6 +54,7 @@ fn soft_due(soft: u64, used: u64, prev: u64, dt: Duration) -> bool {
     used as f64 + ahead >= soft as f64
 }
 
+/// A CHILD SA written into the table.
 struct Installed {
     spi_in: u32,
     spi_out: u32,
@@ -1534,10 +1534,12 @@ impl Daemon2 {
         // (RFC 7296 §2.8.1), which the peer may have sent on until it
         // learnt that it lost.
         let conn = self.entries.get(&id).map(|e| e.conn);
-        let sibling = self.entries.values().any(|e| {
-            Some(e.conn) == conn && e.children.iter().any(|x| !x.replaced && x.ts == c.ts)
-        });
-        if c.replaced || sibling {
+        let sibling = || {
+            self.entries.values().any(|e| {
+                Some(e.conn) == conn && e.children.iter().any(|x| !x.replaced && x.ts == c.ts)
+            })
+        };
+        if c.replaced || sibling() {
             for p in std::mem::take(&mut c.policies) {
                 self.drop_policy(p);
             }

@@ -13,9 +13,10 @@
 //! ```
 //!
 //! `offline` uses a Release store; `horizon` (and `safe` through it) reads
-//! reader epochs after a SeqCst fence, and `quiescent` fences after its store: with the two fences, a
-//! reader coming back online either is seen by the writer (which then waits
-//! for it) or sees the unlink in all its later loads.
+//! reader epochs after a SeqCst fence, and `quiescent` fences after its
+//! store: with the two fences, a reader coming back online either is seen by
+//! the writer (which then waits for it) or sees the unlink in all its later
+//! loads.
 
 use crate::sync::{fence, AtomicU64, Ordering};
 

@@ -506,7 +506,6 @@ fn run(o: Opts) -> Result<(), String> {
     // An announced change not dumped yet, and how long to leave between
     // dumps for announced changes.
     let (mut changed, mut dump_gap) = (false, Duration::from_millis(20));
-
     let latest: metrics::Latest = Default::default();
     if let Some(addr) = o.metrics {
         metrics::serve(addr, latest.clone())?;
